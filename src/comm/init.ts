@@ -1,0 +1,42 @@
+/**
+ * Entry point of an SPMD program: reads this rank's place in the world from the environment (the
+ * launcher's contract, docs/LAUNCHER.md), wires up the ZeroMQ transport and returns the world
+ * communicator. Like MPI_Init / MPI_Finalize.
+ */
+import { Communicator, type CommunicatorOptions } from './communicator.js';
+import { parseWorldEnv } from './world-env.js';
+import { wireUp, type WireupOptions, type Rendezvous } from './zmq-wireup.js';
+import type { ZmqTransport } from './zmq-transport.js';
+
+export interface World {
+  comm: Communicator;
+  transport: ZmqTransport;
+  rendezvous: Rendezvous | undefined;
+  /** Closes the transport, letting queued messages drain first. Idempotent. */
+  finalize(): Promise<void>;
+}
+
+export async function initWorld(
+  env: Record<string, string | undefined>,
+  options: WireupOptions & CommunicatorOptions = {},
+): Promise<World> {
+  const we = parseWorldEnv(env);
+  const wired = await wireUp(
+    { rank: we.rank, size: we.size, root: we.root, host: we.host, jobId: we.jobId },
+    options,
+  );
+  const comm = Communicator.world(wired.transport, wired.size, options);
+  let done = false;
+  return {
+    comm,
+    transport: wired.transport,
+    rendezvous: wired.rendezvous,
+    async finalize() {
+      if (done) return;
+      done = true;
+      comm.close();
+      wired.rendezvous?.close();
+      await wired.transport.close();
+    },
+  };
+}
