@@ -1,0 +1,192 @@
+/**
+ * The client protocol: what a DfsClient and the coordinator (rank 0) say to each other over
+ * ZeroMQ (DEALER on the client, ROUTER on rank 0). docs/PROTOCOL.md tells the story; this file is
+ * the contract, shared by src/client and src/rank.
+ *
+ * Every message is one or two frames: frame 0 is a msgpack map, frame 1 (only where noted) is raw
+ * chunk data. Requests carry a client-chosen `id` (unique among that client's requests in
+ * flight); every reply echoes it. A reply is either `{ id, ok: true, ...result }` or
+ * `{ id, ok: false, error: { code, message, detail } }`. Requests may be answered out of order.
+ *
+ * Limits the coordinator enforces (and a client can rely on):
+ * - a message larger than chunkSizeBytes + 64 KiB is refused by ZeroMQ itself (the connection
+ *   is dropped), so a huge frame never reaches our code;
+ * - a frame 0 that is not a msgpack map with a known `op` gets STORE_BAD_REQUEST;
+ * - each client may have at most `maxChunksInFlight` put-chunk/get-chunk requests outstanding
+ *   (told in the reply to put-begin/get-begin); more get STORE_BUSY.
+ */
+
+export const PROTOCOL_VERSION = 1;
+
+/** Error codes that cross the wire. The CLI maps them to exit statuses in one table. */
+export type StoreErrorCode =
+  | 'STORE_BAD_REQUEST' // malformed message, wrong types, unknown op
+  | 'STORE_BAD_NAME' // a file name the store refuses ('.', '..', '/', NUL, > 255 bytes, empty)
+  | 'STORE_NOT_FOUND' // no such file (or upload id)
+  | 'STORE_NO_SPACE' // not enough capacity for all copies; detail.neededBytes, detail.availableBytes
+  | 'STORE_CORRUPT' // no good copy of a chunk could be read
+  | 'STORE_UNAVAILABLE' // no live rank holds a copy, or no data rank can take a chunk
+  | 'STORE_BUSY' // too many requests in flight for this client
+  | 'STORE_CONFLICT' // the upload was superseded or aborted
+  | 'STORE_TIMEOUT' // a data rank did not answer in time
+  | 'STORE_INTERNAL'; // a bug: logged on rank 0 with detail
+
+export interface WireError {
+  code: StoreErrorCode;
+  message: string;
+  detail?: Record<string, unknown>;
+}
+
+// ---- Requests ----------------------------------------------------------------------------------
+
+export interface PutBegin {
+  op: 'put-begin';
+  id: number;
+  name: string;
+  sizeBytes: number;
+  /** Present for record files (issue 5); absent for plain files. */
+  kind?: 'blob';
+}
+/** Frame 1 holds the chunk's bytes; `checksum` is chunkChecksum(bytes). Chunks may arrive in any order. */
+export interface PutChunk {
+  op: 'put-chunk';
+  id: number;
+  uploadId: string;
+  index: number;
+  checksum: string;
+}
+export interface PutCommit {
+  op: 'put-commit';
+  id: number;
+  uploadId: string;
+  /** sha256 hex of the whole content, computed by the client while it streamed. */
+  sha256: string;
+}
+export interface PutAbort {
+  op: 'put-abort';
+  id: number;
+  uploadId: string;
+}
+/** Pins the current version of `name` until get-end (or until the client goes silent). */
+export interface GetBegin {
+  op: 'get-begin';
+  id: number;
+  name: string;
+}
+/** Reply carries frame 1 with the chunk's bytes, already verified against its checksum. */
+export interface GetChunk {
+  op: 'get-chunk';
+  id: number;
+  readId: string;
+  index: number;
+}
+export interface GetEnd {
+  op: 'get-end';
+  id: number;
+  readId: string;
+}
+export interface Stat {
+  op: 'stat';
+  id: number;
+  name: string;
+}
+export interface List {
+  op: 'list';
+  id: number;
+}
+export interface Delete {
+  op: 'delete';
+  id: number;
+  name: string;
+}
+export interface Status {
+  op: 'status';
+  id: number;
+}
+
+export type Request =
+  | PutBegin
+  | PutChunk
+  | PutCommit
+  | PutAbort
+  | GetBegin
+  | GetChunk
+  | GetEnd
+  | Stat
+  | List
+  | Delete
+  | Status;
+export type RequestOp = Request['op'];
+
+// ---- Results (the fields of an ok reply besides id/ok) -----------------------------------------
+
+export interface ChunkCopyInfo {
+  rank: number;
+  host: string;
+  /** 'alive' unless the rank is suspect or dead (issue 4). */
+  state: RankState;
+}
+
+export type RankState = 'alive' | 'suspect' | 'dead';
+
+export interface ChunkInfo {
+  index: number;
+  sizeBytes: number;
+  checksum: string;
+  copies: ChunkCopyInfo[];
+}
+
+export interface FileMetadata {
+  name: string;
+  sizeBytes: number;
+  sha256: string;
+  version: number;
+  /** ISO 8601 times: when the name was first stored, and when this version was committed. */
+  created: string;
+  modified: string;
+  chunkSizeBytes: number;
+  replicas: number;
+  chunks: ChunkInfo[];
+  /** Chunks with fewer live copies than `replicas`. */
+  underReplicatedChunks: number;
+}
+
+export interface ListEntry {
+  name: string;
+  sizeBytes: number;
+  modified: string;
+  chunks: number;
+  /** 'healthy' when every chunk has `replicas` live copies, 'under-replicated' when some have fewer, 'unavailable' when some have none. */
+  health: 'healthy' | 'under-replicated' | 'unavailable';
+}
+
+export interface PutBeginResult {
+  uploadId: string;
+  chunkSizeBytes: number;
+  maxChunksInFlight: number;
+}
+export interface PutCommitResult {
+  metadata: FileMetadata;
+}
+export interface GetBeginResult {
+  readId: string;
+  metadata: FileMetadata;
+  maxChunksInFlight: number;
+}
+export interface ListResult {
+  files: ListEntry[];
+}
+export interface StatusResult {
+  ranks: Array<{
+    rank: number;
+    host: string;
+    state: RankState;
+    usedBytes: number;
+    capacityBytes: number;
+    chunkCopies: number;
+  }>;
+  replicas: number;
+  chunkSizeBytes: number;
+  files: number;
+  underReplicatedChunks: number;
+}
