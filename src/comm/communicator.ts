@@ -24,7 +24,10 @@ export const ANY_SOURCE = -1;
 export const ANY_TAG = -1;
 
 export interface WaitOptions {
-  /** Deadline for this call; defaults to the communicator's defaultTimeoutMs. */
+  /**
+   * Deadline for this call; defaults to the communicator's defaultTimeoutMs. Infinity is allowed
+   * only together with a signal (a loop that waits for work until it is told to stop).
+   */
   timeoutMs?: number;
   signal?: AbortSignal;
 }
@@ -370,20 +373,28 @@ export class Communicator {
           ),
         );
       };
-      const cancelTimer = this.clock.setTimer(timeoutMs, () => {
-        this.removePending(entry);
-        const from =
-          source === ANY_SOURCE
-            ? 'any rank'
-            : `rank ${this.worldToLocal.get(source)} (world rank ${source})`;
-        entry.reject(
-          new CommError(
-            'COMM_TIMEOUT',
-            `no message from ${from} with tag ${tag} within ${timeoutMs} ms`,
-            { ranks: source === ANY_SOURCE ? [] : [source], tag, timeoutMs },
-          ),
-        );
-      });
+      // An infinite wait is allowed only with an AbortSignal: nothing waits forever unbidden.
+      if (timeoutMs === Infinity && !signal) {
+        reject(new CommError('COMM_BAD_ARGUMENT', 'an unbounded receive needs an AbortSignal'));
+        return;
+      }
+      const cancelTimer =
+        timeoutMs === Infinity
+          ? () => {}
+          : this.clock.setTimer(timeoutMs, () => {
+              this.removePending(entry);
+              const from =
+                source === ANY_SOURCE
+                  ? 'any rank'
+                  : `rank ${this.worldToLocal.get(source)} (world rank ${source})`;
+              entry.reject(
+                new CommError(
+                  'COMM_TIMEOUT',
+                  `no message from ${from} with tag ${tag} within ${timeoutMs} ms`,
+                  { ranks: source === ANY_SOURCE ? [] : [source], tag, timeoutMs },
+                ),
+              );
+            });
       const cleanup = (): void => {
         cancelTimer();
         signal?.removeEventListener('abort', onAbort);

@@ -10,6 +10,8 @@ export interface Clock {
   setTimer(delayMs: number, fn: () => void): () => void;
 }
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The real clock: monotonic time and Node timers. Timers are unref'd so they never keep a process alive. */
 export class SystemClock implements Clock {
   now(): number {
@@ -17,8 +19,18 @@ export class SystemClock implements Clock {
   }
 
   setTimer(delayMs: number, fn: () => void): () => void {
-    const handle = setTimeout(fn, Math.max(0, delayMs));
-    handle.unref();
+    // Node fires delays above 2^31-1 ms after 1 ms instead; long delays are re-armed in steps.
+    const dueMs = this.now() + Math.max(0, delayMs);
+    let handle: NodeJS.Timeout;
+    const arm = (): void => {
+      const leftMs = dueMs - this.now();
+      handle = setTimeout(
+        leftMs > MAX_TIMER_MS ? arm : fn,
+        Math.min(Math.max(0, leftMs), MAX_TIMER_MS),
+      );
+      handle.unref();
+    };
+    arm();
     return () => clearTimeout(handle);
   }
 }

@@ -1,0 +1,458 @@
+/**
+ * `dfs-client`: the command line of a MemFlow store, a thin layer on DfsClient.
+ *
+ *   dfs-client <file> -a [--as NAME]          upload a local file
+ *   dfs-client <name> -r [-o PATH|-] [--force] retrieve (default ./NAME; - writes to stdout)
+ *   dfs-client <name> -m [--json]             show metadata
+ *   dfs-client <name> -d                      delete
+ *   dfs-client list [--json]                  list the files
+ *
+ * The only place (with memflow-rank's CLI) that reads argv and calls process.exit. Every failure
+ * is one line on stderr naming the file and the reason, and an exit status from one table
+ * (exit-codes.ts); a stack trace only for an unexpected internal error, with MEMFLOW_DEBUG=1.
+ *
+ * Start-up cost: yargs is needed to parse anything, but the client library (ZeroMQ, msgpackr,
+ * the native hash) is imported only once a command is about to talk to the store, so `--help`
+ * and usage errors stay fast.
+ */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import type { DfsClient } from '../client/dfs-client.js';
+import { DfsError, isDfsError } from '../client/errors.js';
+import { ProgressBar } from '../client/progress.js';
+import type { FileMetadata, ListEntry } from '../protocol/client-protocol.js';
+import { formatSize } from '../store/sizes.js';
+import { EXIT, exitStatusOf } from './exit-codes.js';
+
+const NAME = 'dfs-client';
+
+type Action =
+  | { kind: 'upload'; file: string; as: string | undefined }
+  | { kind: 'retrieve'; name: string; output: string; force: boolean }
+  | { kind: 'metadata'; name: string; json: boolean }
+  | { kind: 'delete'; name: string }
+  | { kind: 'list'; json: boolean };
+
+interface Parsed {
+  action: Action;
+  server: string | undefined;
+  timeoutMs: number | undefined;
+}
+
+/** A bad command line: printed with a pointer to --help, exit 2. */
+class UsageError extends Error {}
+
+function parse(args: string[]): Parsed {
+  const argv = yargs(args)
+    .scriptName(NAME)
+    .usage(
+      [
+        'Usage:',
+        '  $0 <file> -a [--as NAME]            upload a local file',
+        '  $0 <name> -r [-o PATH|-] [--force]  retrieve a file (default ./NAME; "-" for stdout)',
+        "  $0 <name> -m [--json]               show a file's metadata",
+        '  $0 <name> -d                        delete a file',
+        '  $0 list [--json]                    list the files in the store',
+      ].join('\n'),
+    )
+    .option('a', { alias: 'upload', type: 'boolean', describe: 'upload <file>' })
+    .option('r', { alias: 'retrieve', type: 'boolean', describe: 'retrieve <name>' })
+    .option('m', { alias: 'metadata', type: 'boolean', describe: "show <name>'s metadata" })
+    .option('d', { alias: 'delete', type: 'boolean', describe: 'delete <name>' })
+    .option('as', {
+      type: 'string',
+      describe: "with -a: name in the store (default: the file's base name)",
+    })
+    .option('o', {
+      alias: 'output',
+      type: 'string',
+      describe: 'with -r: where to write, or - for stdout',
+    })
+    .option('force', { alias: 'f', type: 'boolean', describe: 'with -r: replace an existing file' })
+    .option('json', { type: 'boolean', describe: 'with -m or list: print JSON' })
+    .option('server', {
+      type: 'string',
+      describe: 'the store, HOST:PORT (default: $MEMFLOW_SERVER, else 127.0.0.1:7070)',
+    })
+    .option('timeout', { type: 'number', describe: 'seconds to wait for each reply (default 30)' })
+    // Positionals are names and paths, never numbers: "007" must stay "007".
+    .string('_')
+    .strictOptions()
+    .help('help')
+    .alias('help', 'h')
+    .version(false)
+    .wrap(Math.min(100, process.stdout.columns ?? 100))
+    .fail((message: string | undefined, err: Error | undefined) => {
+      throw new UsageError(message ?? err?.message ?? 'bad command line');
+    })
+    .parseSync();
+
+  const positionals = argv._.map(String);
+  const chosen = (['a', 'r', 'm', 'd'] as const).filter((flag) => argv[flag] === true);
+  const asName = argv.as;
+  const output = argv.o;
+  const force = argv.force === true;
+  const json = argv.json === true;
+
+  let timeoutMs: number | undefined;
+  if (argv.timeout !== undefined) {
+    if (!Number.isFinite(argv.timeout) || argv.timeout <= 0) {
+      throw new UsageError(`--timeout must be a number of seconds > 0, got ${argv.timeout}`);
+    }
+    timeoutMs = argv.timeout * 1000;
+  }
+  const common = { server: argv.server, timeoutMs };
+
+  if (positionals.length > 1) {
+    throw new UsageError(
+      `one <file|name> at a time, got ${positionals.length}: ${positionals.map((p) => JSON.stringify(p)).join(' ')}`,
+    );
+  }
+  const target = positionals[0];
+  if (target === undefined) {
+    throw new UsageError('missing <file|name> (or "list")');
+  }
+  // "list" is the listing command unless an operation flag says it is a file called "list".
+  if (target === 'list' && chosen.length === 0) {
+    refuseOptions('list', { as: asName, output, force });
+    return { action: { kind: 'list', json }, ...common };
+  }
+  if (chosen.length !== 1) {
+    throw new UsageError(
+      chosen.length === 0
+        ? `say what to do with "${target}": -a (upload), -r (retrieve), -m (metadata) or -d (delete)`
+        : `choose one of -a, -r, -m, -d (got ${chosen.map((f) => `-${f}`).join(' ')})`,
+    );
+  }
+  switch (chosen[0]) {
+    case 'a':
+      refuseOptions('-a', { output, force, json });
+      if (asName === '') throw new UsageError('--as needs a name');
+      return { action: { kind: 'upload', file: target, as: asName }, ...common };
+    case 'r':
+      refuseOptions('-r', { as: asName, json });
+      if (output === '') throw new UsageError('-o needs a path, or - for stdout');
+      return {
+        action: { kind: 'retrieve', name: target, output: output ?? defaultOutput(target), force },
+        ...common,
+      };
+    case 'm':
+      refuseOptions('-m', { as: asName, output, force });
+      return { action: { kind: 'metadata', name: target, json }, ...common };
+    default:
+      refuseOptions('-d', { as: asName, output, force, json });
+      return { action: { kind: 'delete', name: target }, ...common };
+  }
+}
+
+/** Options that mean nothing for the chosen operation are refused rather than ignored. */
+function refuseOptions(
+  operation: string,
+  given: { as?: string | undefined; output?: string | undefined; force?: boolean; json?: boolean },
+): void {
+  const names: string[] = [];
+  if (given.as !== undefined) names.push('--as');
+  if (given.output !== undefined) names.push('-o');
+  if (given.force === true) names.push('--force');
+  if (given.json === true) names.push('--json');
+  if (names.length > 0)
+    throw new UsageError(`${names.join(', ')} cannot be used with ${operation}`);
+}
+
+/**
+ * ./NAME for `-r` without -o. NAME comes from the user and becomes a path here, so anything that
+ * could point elsewhere than a plain file in this directory is refused: ask for -o instead.
+ */
+function defaultOutput(name: string): string {
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
+    throw new UsageError(
+      `"${name}" cannot be used as a local file name; give one with -o PATH (or -o - for stdout)`,
+    );
+  }
+  return `./${name}`;
+}
+
+// ---- running ----------------------------------------------------------------------------------
+
+async function run(parsed: Parsed): Promise<number> {
+  const { DfsClient } = await import('../client/dfs-client.js');
+  const client = new DfsClient({ server: parsed.server, timeoutMs: parsed.timeoutMs });
+  const controller = new AbortController();
+  // First Ctrl-C: abort cleanly (put-abort, no partial file). Second: leave at once.
+  const interrupt = (): void => {
+    if (controller.signal.aborted) process.exit(EXIT.INTERRUPTED);
+    controller.abort();
+  };
+  process.on('SIGINT', interrupt);
+  process.on('SIGTERM', interrupt);
+  try {
+    await perform(client, parsed.action, controller.signal);
+    return EXIT.OK;
+  } finally {
+    process.off('SIGINT', interrupt);
+    process.off('SIGTERM', interrupt);
+    client.close();
+  }
+}
+
+async function perform(client: DfsClient, action: Action, signal: AbortSignal): Promise<void> {
+  const startMs = performance.now();
+  const elapsed = (): string => formatSeconds((performance.now() - startMs) / 1000);
+  switch (action.kind) {
+    case 'upload': {
+      const bar = new ProgressBar({ stream: process.stderr, label: action.as ?? action.file });
+      try {
+        const metadata = await client.upload(action.file, {
+          ...(action.as === undefined ? {} : { name: action.as }),
+          onProgress: bar.update,
+          signal,
+        });
+        bar.finish();
+        out(`uploaded ${metadata.name} (${describeLayout(metadata)}) in ${elapsed()}`);
+      } finally {
+        bar.finish();
+      }
+      return;
+    }
+    case 'retrieve': {
+      const toStdout = action.output === '-';
+      const bar = new ProgressBar({ stream: process.stderr, label: action.name });
+      try {
+        const metadata = await client.download(
+          action.name,
+          toStdout ? process.stdout : action.output,
+          { force: action.force, onProgress: bar.update, signal },
+        );
+        bar.finish();
+        if (!toStdout) {
+          out(
+            `retrieved ${metadata.name} (${formatSize(metadata.sizeBytes)}, version ` +
+              `${metadata.version}) to ${action.output} in ${elapsed()}`,
+          );
+        }
+      } finally {
+        bar.finish();
+      }
+      return;
+    }
+    case 'metadata': {
+      const metadata = await client.stat(action.name);
+      out(action.json ? JSON.stringify(metadata, null, 2) : formatMetadata(metadata));
+      return;
+    }
+    case 'delete':
+      await client.delete(action.name);
+      out(`deleted ${action.name}`);
+      return;
+    case 'list': {
+      const files = await client.list();
+      out(action.json ? JSON.stringify(files, null, 2) : formatList(files));
+      return;
+    }
+  }
+}
+
+// ---- human output -----------------------------------------------------------------------------
+
+function out(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+function formatSeconds(seconds: number): string {
+  return `${seconds < 10 ? seconds.toFixed(2) : seconds.toFixed(1)} s`;
+}
+
+function plural(count: number, word: string): string {
+  return `${count} ${word}${count === 1 ? '' : 's'}`;
+}
+
+/** "12.3 MiB, 4 chunks, 2 copies each" (and what is missing when some chunk lacks copies). */
+function describeLayout(metadata: FileMetadata): string {
+  const parts = [formatSize(metadata.sizeBytes), plural(metadata.chunks.length, 'chunk')];
+  const counts = metadata.chunks.map((chunk) => chunk.copies.length);
+  if (counts.length > 0) {
+    const least = Math.min(...counts);
+    const most = Math.max(...counts);
+    parts.push(
+      least === most
+        ? `${plural(least, 'copy').replace('copys', 'copies')} each`
+        : `${least}-${most} copies`,
+    );
+  }
+  if (metadata.underReplicatedChunks > 0) {
+    parts.push(`${plural(metadata.underReplicatedChunks, 'chunk')} under-replicated`);
+  }
+  return parts.join(', ');
+}
+
+/** Local time as "YYYY-MM-DD HH:MM:SS"; the text as given if it is not a date. */
+function formatTime(iso: string): string {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso;
+  const two = (n: number): string => String(n).padStart(2, '0');
+  return (
+    `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())} ` +
+    `${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}`
+  );
+}
+
+/** Rows of cells padded to the widest cell of each column; `right` lists right-aligned columns. */
+function table(rows: string[][], right: ReadonlySet<number> = new Set()): string {
+  const widths: number[] = [];
+  for (const row of rows) {
+    row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  }
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => {
+          const width = widths[i] ?? 0;
+          if (i === row.length - 1 && !right.has(i)) return cell;
+          return right.has(i) ? cell.padStart(width) : cell.padEnd(width);
+        })
+        .join('  '),
+    )
+    .join('\n');
+}
+
+function formatMetadata(metadata: FileMetadata): string {
+  const health =
+    metadata.underReplicatedChunks > 0
+      ? `${plural(metadata.underReplicatedChunks, 'chunk')} with fewer than ${metadata.replicas} live copies`
+      : 'every chunk has all its copies';
+  const header = table([
+    ['name', metadata.name],
+    ['size', `${formatSize(metadata.sizeBytes)} (${metadata.sizeBytes} bytes)`],
+    ['sha256', metadata.sha256],
+    ['version', String(metadata.version)],
+    ['created', formatTime(metadata.created)],
+    ['modified', formatTime(metadata.modified)],
+    ['copies', `${metadata.replicas} per chunk; ${health}`],
+    ['chunks', `${metadata.chunks.length} of up to ${formatSize(metadata.chunkSizeBytes)}`],
+  ]);
+  if (metadata.chunks.length === 0) return header;
+  const rows = metadata.chunks.map((chunk) => [
+    String(chunk.index),
+    formatSize(chunk.sizeBytes),
+    chunk.checksum.slice(0, 12),
+    chunk.copies
+      .map((copy) => `${copy.rank}@${copy.host}${copy.state === 'alive' ? '' : ` (${copy.state})`}`)
+      .join(', ') || '(no copies)',
+  ]);
+  const chunkTable = table(
+    [['index', 'size', 'checksum', 'copies (rank@host)'], ...rows],
+    new Set([0, 1]),
+  );
+  return `${header}\n\n${chunkTable}`;
+}
+
+function formatList(files: ListEntry[]): string {
+  if (files.length === 0) return 'no files in the store';
+  const sorted = [...files].sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  const rows = sorted.map((file) => [
+    file.name,
+    formatSize(file.sizeBytes),
+    formatTime(file.modified),
+    file.health,
+  ]);
+  const total = files.reduce((sum, file) => sum + file.sizeBytes, 0);
+  return `${table([['NAME', 'SIZE', 'MODIFIED', 'HEALTH'], ...rows], new Set([1]))}\n${plural(files.length, 'file')}, ${formatSize(total)}`;
+}
+
+// ---- errors -----------------------------------------------------------------------------------
+
+/** "cannot retrieve "x.bin"" — what was being done, for the one error line. */
+function attempted(action: Action): string {
+  switch (action.kind) {
+    case 'upload':
+      return `cannot upload "${action.file}"`;
+    case 'retrieve':
+      return `cannot retrieve "${action.name}"`;
+    case 'metadata':
+      return `cannot show "${action.name}"`;
+    case 'delete':
+      return `cannot delete "${action.name}"`;
+    case 'list':
+      return 'cannot list the files';
+  }
+}
+
+/** The reason part of the error line, in words a user acts on. */
+function reasonOf(err: DfsError, action: Action): string {
+  const detail = err.detail;
+  switch (err.code) {
+    case 'STORE_NOT_FOUND':
+      return 'no such file in the store';
+    case 'STORE_NO_SPACE': {
+      const needed = detail.neededBytes;
+      const available = detail.availableBytes;
+      return typeof needed === 'number' && typeof available === 'number'
+        ? `not enough space in the store (${formatSize(needed)} needed for all copies, ${formatSize(available)} available)`
+        : `not enough space in the store (${err.message})`;
+    }
+    case 'CLIENT_EXISTS':
+      return `${String(detail.path)} already exists (use --force to overwrite)`;
+    case 'CLIENT_LOCAL_PATH':
+      // The path is the target itself for an upload: say only why, not the path twice.
+      return action.kind === 'upload' &&
+        detail.path === action.file &&
+        typeof detail.reason === 'string'
+        ? detail.reason
+        : err.message;
+    case 'CLIENT_ABORTED':
+      return 'interrupted';
+    default:
+      return err.message;
+  }
+}
+
+async function main(args: string[]): Promise<number> {
+  let parsed: Parsed;
+  try {
+    parsed = parse(args);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`${NAME}: ${err.message}\nTry '${NAME} --help' for usage.\n`);
+      return EXIT.USAGE;
+    }
+    throw err;
+  }
+  try {
+    return await run(parsed);
+  } catch (err) {
+    if (isDfsError(err)) {
+      process.stderr.write(
+        `${NAME}: ${attempted(parsed.action)}: ${reasonOf(err, parsed.action)}\n`,
+      );
+      return exitStatusOf(err);
+    }
+    throw err;
+  }
+}
+
+function flush(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => stream.write('', () => resolve()));
+}
+
+// A reader that goes away (| head) must not crash us with an unhandled 'error' event.
+process.stdout.on('error', () => undefined);
+
+let status: number;
+try {
+  status = await main(hideBin(process.argv));
+} catch (err) {
+  // Not an operating error: a bug. One line by default, the stack on request.
+  if (process.env.MEMFLOW_DEBUG === '1') {
+    process.stderr.write(
+      `${NAME}: internal error\n${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
+  } else {
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`${NAME}: internal error: ${message} (set MEMFLOW_DEBUG=1 for details)\n`);
+  }
+  status = EXIT.FAILURE;
+}
+// Exit explicitly (after stdout has drained: it may be a pipe) so no leftover handle keeps a
+// finished command alive.
+await Promise.all([flush(process.stdout), flush(process.stderr)]);
+process.exit(status);

@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+/**
+ * `memflow-rank`: one rank of the MemFlow store. memflow-run starts it on every rank when no
+ * PROGRAM is given; any other launcher can too (mpirun, srun) with MEMFLOW_ROOT set, see
+ * docs/LAUNCHER.md. The only place (with dfs-client's CLI) that reads argv and calls process.exit.
+ */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { isCommError } from '../comm/errors.js';
+import { runStore, type StoreOptions } from '../rank/main.js';
+import { parseSize } from '../store/sizes.js';
+
+function sizeOption(label: string) {
+  return (value: string | undefined): number | undefined => {
+    if (value === undefined) return undefined;
+    try {
+      return parseSize(String(value));
+    } catch (err) {
+      throw new Error(`--${label}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+}
+
+async function main(): Promise<void> {
+  const argv = await yargs(hideBin(process.argv))
+    .scriptName('memflow-rank')
+    .usage(
+      '$0 [options]\n\nOne rank of the MemFlow store (started by memflow-run, mpirun or srun).',
+    )
+    .option('port', { type: 'number', default: 7070, describe: "rank 0's client port" })
+    .option('bind', {
+      type: 'string',
+      default: '127.0.0.1',
+      describe: 'address rank 0 serves clients on',
+    })
+    .option('data-dir', {
+      type: 'string',
+      default: './memflow-data',
+      describe: 'each rank keeps its data in rank-N below it',
+    })
+    .option('replicas', { type: 'number', default: 2, describe: 'copies of every chunk' })
+    .option('chunk-size', {
+      type: 'string',
+      default: '4MiB',
+      describe: 'chunk size (K/M/G suffixes)',
+      coerce: sizeOption('chunk-size'),
+    })
+    .option('capacity', {
+      type: 'string',
+      describe: "bytes each data rank offers (default: its disk's free space)",
+      coerce: sizeOption('capacity'),
+    })
+    .check((a) => {
+      if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535)
+        throw new Error(`--port ${a.port} is not a port number`);
+      if (!Number.isInteger(a.replicas) || a.replicas < 1)
+        throw new Error(`--replicas must be a whole number ≥ 1, got ${a.replicas}`);
+      const chunk = a['chunk-size'] as number | undefined;
+      if (chunk === undefined || chunk < 1 || chunk > 256 * 1024 * 1024)
+        throw new Error('--chunk-size must be between 1 byte and 256 MiB');
+      return true;
+    })
+    .strict()
+    .help()
+    .exitProcess(false)
+    .fail((msg, err) => {
+      console.error(`memflow-rank: ${err?.message ?? msg}`);
+      process.exit(2);
+    })
+    .parseAsync();
+
+  const options: StoreOptions = {
+    port: argv.port,
+    bind: argv.bind,
+    dataDir: argv['data-dir'],
+    replicas: argv.replicas,
+    chunkSizeBytes: argv['chunk-size'] as unknown as number,
+    capacityBytes: argv.capacity as unknown as number | undefined,
+  };
+  const rank = process.env.MEMFLOW_RANK ?? '?';
+  const log = (line: string): void => console.error(`memflow-rank ${rank}: ${line}`);
+  const running = await runStore(process.env, options, (line) =>
+    rank === '0' && line.startsWith('MemFlow store ready') ? console.log(line) : log(line),
+  );
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    running.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log(`error while stopping: ${String(err)}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  await running.done;
+  process.exit(0);
+}
+
+main().catch((err: unknown) => {
+  const rank = process.env.MEMFLOW_RANK ?? '?';
+  const message = isCommError(err) || err instanceof Error ? err.message : String(err);
+  console.error(`memflow-rank ${rank}: ${message}`);
+  if (process.env.MEMFLOW_DEBUG && err instanceof Error) console.error(err.stack);
+  process.exit(1);
+});

@@ -1,0 +1,984 @@
+/**
+ * DfsClient: the library every client of a MemFlow store uses (the dfs-client CLI is a thin layer
+ * on it). It speaks the client protocol of src/protocol/client-protocol.ts to the coordinator over
+ * one ZeroMQ DEALER socket.
+ *
+ * How it keeps its promises:
+ * - Every request gets an id and a deadline; replies are matched by id, in whatever order they
+ *   come. Nothing waits forever: a request that is not answered in time fails CLIENT_UNREACHABLE
+ *   naming the server. Before the first request a plain TCP connect checks the address, so a store
+ *   that is not running is reported at once ("connection refused") instead of after the deadline
+ *   (ZeroMQ itself retries connecting silently, forever).
+ * - Transfers stream: an upload reads one chunk at a time into a fresh buffer and keeps at most
+ *   `maxChunksInFlight` chunks outstanding (the window the coordinator grants in its put-begin
+ *   reply), so memory is bounded by window × chunk size whatever the file size. A download keeps
+ *   the same window and writes chunks in order; chunks that arrive early wait in a reorder buffer
+ *   that the window bounds too.
+ * - Integrity end to end: every chunk is checked against its checksum before a single byte of it is
+ *   written, and the whole content against its sha256 at the end. A download to a path goes to a
+ *   temporary file in the target's directory, renamed into place only when everything checked out,
+ *   so a failed download leaves nothing behind.
+ */
+import { randomBytes } from 'node:crypto';
+import { link, lstat, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { pack, unpack } from 'msgpackr';
+import { ClientSocket } from '../comm/zmq-service.js';
+import type {
+  ChunkInfo,
+  FileMetadata,
+  ListEntry,
+  Request,
+  RequestOp,
+  StatusResult,
+  StoreErrorCode,
+} from '../protocol/client-protocol.js';
+import { chunkChecksum, createFileHasher } from '../store/checksum.js';
+import { DfsError } from './errors.js';
+import type { TransferProgress } from './progress.js';
+
+export const DEFAULT_SERVER = '127.0.0.1:7070';
+export const DEFAULT_PORT = 7070;
+export const DEFAULT_TIMEOUT_MS = 30_000;
+/** Best-effort clean-up requests (put-abort, get-end) wait at most this long. */
+const CLEANUP_TIMEOUT_MS = 2_000;
+
+export interface DfsClientOptions {
+  /** "host:port", "[ipv6]:port" or "host" (port 7070). Default: MEMFLOW_SERVER, else 127.0.0.1:7070. */
+  server?: string;
+  /** Deadline of every request, in milliseconds. Default 30 s. */
+  timeoutMs?: number;
+}
+
+export interface UploadOptions {
+  /** Name in the store. Default: the base name of the local path. */
+  name?: string;
+  onProgress?: (progress: TransferProgress) => void;
+  /** Aborts the transfer: the upload is aborted on the store and the call fails CLIENT_ABORTED. */
+  signal?: AbortSignal;
+}
+
+export interface DownloadOptions {
+  /** Replace an existing file at the target path (ignored for streams). */
+  force?: boolean;
+  onProgress?: (progress: TransferProgress) => void;
+  /** Aborts the transfer; nothing is left at the target path and the call fails CLIENT_ABORTED. */
+  signal?: AbortSignal;
+}
+
+export interface ServerAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * Parses "host:port", "[ipv6]:port" or a bare "host" (port 7070).
+ * Throws DfsError CLIENT_BAD_ARGUMENT naming the text.
+ */
+export function parseServerAddress(text: string): ServerAddress {
+  const trimmed = text.trim();
+  const match =
+    /^\[([^\]]+)\](?::(\d+))?$/.exec(trimmed) ?? /^([^:\s[\]/]+)(?::(\d+))?$/.exec(trimmed);
+  if (match === null || match[1] === undefined) {
+    throw new DfsError(
+      'CLIENT_BAD_ARGUMENT',
+      `bad server address "${text}": expected HOST:PORT, [IPV6]:PORT or HOST`,
+      { server: text },
+    );
+  }
+  const port = match[2] === undefined ? DEFAULT_PORT : Number(match[2]);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new DfsError(
+      'CLIENT_BAD_ARGUMENT',
+      `bad server address "${text}": port ${match[2]} is not in 1-65535`,
+      { server: text },
+    );
+  }
+  return { host: match[1], port };
+}
+
+// A request as the caller writes it: the id is the client's business.
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+type RequestBody = DistributiveOmit<Request, 'id'>;
+
+/** An ok reply: its fields (besides id/ok) and frame 1 when there is one. */
+interface Reply {
+  fields: Record<string, unknown>;
+  data: Buffer | undefined;
+}
+
+interface PendingRequest {
+  op: RequestOp;
+  resolve: (reply: Reply) => void;
+  reject: (err: unknown) => void;
+  timer: NodeJS.Timeout;
+  detachSignal: () => void;
+}
+
+interface RequestOptions {
+  payload?: Uint8Array;
+  timeoutMs?: number;
+  signal?: AbortSignal | undefined;
+}
+
+export class DfsClient {
+  /** The address as "host:port", used in messages. */
+  readonly server: string;
+  readonly timeoutMs: number;
+  private readonly address: ServerAddress;
+  private readonly pending = new Map<number, PendingRequest>();
+  private nextId = 1;
+  private connecting: Promise<ClientSocket> | undefined;
+  private socket: ClientSocket | undefined;
+  /** Whether any reply ever came: a timeout then means "stopped answering", not "not there". */
+  private heard = false;
+  private closed = false;
+
+  /**
+   * Validates the options; connects lazily on the first request.
+   * Throws DfsError CLIENT_BAD_ARGUMENT for a malformed server address or timeout.
+   */
+  constructor(options: DfsClientOptions = {}) {
+    const envServer = process.env.MEMFLOW_SERVER?.trim();
+    const server = options.server ?? (envServer ? envServer : DEFAULT_SERVER);
+    this.address = parseServerAddress(server);
+    this.server = this.address.host.includes(':')
+      ? `[${this.address.host}]:${this.address.port}`
+      : `${this.address.host}:${this.address.port}`;
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      throw new DfsError('CLIENT_BAD_ARGUMENT', `bad timeout ${timeoutMs} ms: must be > 0`, {
+        timeoutMs,
+      });
+    }
+    this.timeoutMs = timeoutMs;
+  }
+
+  /**
+   * Stores the local file `localPath` as `options.name` (default: its base name) and returns the
+   * metadata of the committed version. Streams with bounded memory (see the file comment).
+   *
+   * Errors: CLIENT_LOCAL_PATH (missing, unreadable, a directory or not a regular file: checked
+   * before the store is contacted), CLIENT_FILE_CHANGED (its size changed while reading),
+   * CLIENT_UNREACHABLE, CLIENT_ABORTED, CLIENT_BAD_REPLY, and the store's codes (STORE_BAD_NAME,
+   * STORE_NO_SPACE, STORE_UNAVAILABLE, ...). After put-begin, any failure sends put-abort (best
+   * effort) before the error is rethrown.
+   */
+  async upload(localPath: string, options: UploadOptions = {}): Promise<FileMetadata> {
+    const { signal, onProgress } = options;
+    const { handle, sizeBytes } = await openLocalFile(localPath);
+    try {
+      const name = options.name ?? path.basename(localPath);
+      const begin = await this.request({ op: 'put-begin', name, sizeBytes }, { signal });
+      const uploadId = expectString(begin.fields, 'uploadId');
+      const chunkSizeBytes = expectPositiveInteger(begin.fields, 'chunkSizeBytes');
+      const window = expectPositiveInteger(begin.fields, 'maxChunksInFlight');
+      try {
+        const sha256 = await this.sendChunks(handle, localPath, sizeBytes, {
+          uploadId,
+          chunkSizeBytes,
+          window,
+          signal,
+          onProgress,
+        });
+        const commit = await this.request({ op: 'put-commit', uploadId, sha256 }, { signal });
+        return checkMetadata(commit.fields.metadata);
+      } catch (err) {
+        await this.cleanUp({ op: 'put-abort', uploadId }, err);
+        throw err;
+      }
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Fetches the current version of `name` into `dest` and returns its metadata. The version is
+   * pinned by get-begin and released by get-end whatever happens.
+   *
+   * `dest` as a path: refused if it exists (unless `force`) or is a directory or not a regular
+   * file; written to a temporary file beside it and renamed into place at the end, so on failure
+   * nothing is left. Without `force` the final step cannot replace a file that appeared meanwhile.
+   * `dest` as a stream: chunks are written in order, waiting for 'drain' when the stream asks; the
+   * stream is not ended. A chunk that fails its checksum is never written; the whole-file sha256
+   * is checked after the last chunk (for a stream, after the bytes went out).
+   *
+   * Errors: CLIENT_EXISTS, CLIENT_LOCAL_PATH (target directory missing or not writable, write
+   * failed), CLIENT_INTEGRITY, CLIENT_UNREACHABLE, CLIENT_ABORTED, CLIENT_BAD_REPLY, and the
+   * store's codes (STORE_NOT_FOUND, STORE_CORRUPT, STORE_UNAVAILABLE, ...).
+   */
+  async download(
+    name: string,
+    dest: string | NodeJS.WritableStream,
+    options: DownloadOptions = {},
+  ): Promise<FileMetadata> {
+    const { signal, onProgress } = options;
+    const force = options.force === true;
+    const targetPath = typeof dest === 'string' ? await checkTarget(dest, force) : undefined;
+
+    const begin = await this.request({ op: 'get-begin', name }, { signal });
+    const readId = expectString(begin.fields, 'readId');
+    let failure: unknown;
+    try {
+      const metadata = checkMetadata(begin.fields.metadata);
+      const window = expectPositiveInteger(begin.fields, 'maxChunksInFlight');
+      if (targetPath === undefined) {
+        const sink = new StreamSink(dest as NodeJS.WritableStream);
+        try {
+          await this.receiveChunks(readId, metadata, window, sink, { signal, onProgress });
+        } finally {
+          sink.detach();
+        }
+      } else {
+        await this.downloadToPath(readId, metadata, window, targetPath, force, {
+          signal,
+          onProgress,
+        });
+      }
+      return metadata;
+    } catch (err) {
+      failure = err;
+      throw err;
+    } finally {
+      await this.cleanUp({ op: 'get-end', readId }, failure);
+    }
+  }
+
+  /** Metadata of the current version of `name`. Errors: STORE_NOT_FOUND, CLIENT_UNREACHABLE, ... */
+  async stat(name: string): Promise<FileMetadata> {
+    const reply = await this.request({ op: 'stat', name });
+    return checkMetadata(reply.fields.metadata ?? reply.fields);
+  }
+
+  /** Every file in the store. Errors: CLIENT_UNREACHABLE, CLIENT_BAD_REPLY, STORE_* codes. */
+  async list(): Promise<ListEntry[]> {
+    const reply = await this.request({ op: 'list' });
+    const files = reply.fields.files;
+    if (!Array.isArray(files)) throw badReply('list', 'files is not an array');
+    return files.map((entry: unknown) => checkListEntry(entry));
+  }
+
+  /** Deletes `name` (all versions). Errors: STORE_NOT_FOUND, CLIENT_UNREACHABLE, ... */
+  async delete(name: string): Promise<void> {
+    await this.request({ op: 'delete', name });
+  }
+
+  /** The store's ranks, capacity and health. Errors: CLIENT_UNREACHABLE, CLIENT_BAD_REPLY, ... */
+  async status(): Promise<StatusResult> {
+    const reply = await this.request({ op: 'status' });
+    if (!Array.isArray(reply.fields.ranks)) throw badReply('status', 'ranks is not an array');
+    return reply.fields as unknown as StatusResult;
+  }
+
+  /** Closes the socket; requests still outstanding fail CLIENT_CLOSED. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const [id, entry] of this.pending) {
+      this.settle(id);
+      entry.reject(new DfsError('CLIENT_CLOSED', `the client was closed during ${entry.op}`));
+    }
+    this.socket?.close();
+  }
+
+  // ---- transfers ------------------------------------------------------------------------------
+
+  /** Reads, hashes and sends every chunk within the window; returns the whole-file sha256. */
+  private async sendChunks(
+    handle: FileHandle,
+    localPath: string,
+    sizeBytes: number,
+    params: {
+      uploadId: string;
+      chunkSizeBytes: number;
+      window: number;
+      signal: AbortSignal | undefined;
+      onProgress: ((progress: TransferProgress) => void) | undefined;
+    },
+  ): Promise<string> {
+    const { uploadId, chunkSizeBytes, window, signal, onProgress } = params;
+    const chunkCount = Math.ceil(sizeBytes / chunkSizeBytes);
+    const hasher = createFileHasher();
+    // In-flight sends never reject (the first failure is parked in `failure`), so racing them is
+    // safe and a failure is seen at the next window check.
+    const inFlight = new Set<Promise<void>>();
+    let failure: { error: unknown } | undefined;
+    let doneBytes = 0;
+    onProgress?.({ doneBytes, totalBytes: sizeBytes });
+
+    for (let index = 0; index < chunkCount && failure === undefined; index++) {
+      while (inFlight.size >= window) await Promise.race(inFlight);
+      if (failure !== undefined) break;
+      throwIfAborted(signal);
+      const position = index * chunkSizeBytes;
+      const length = Math.min(chunkSizeBytes, sizeBytes - position);
+      const data = await readChunk(handle, localPath, position, length);
+      hasher.update(data);
+      const checksum = chunkChecksum(data);
+      const sent: Promise<void> = this.request(
+        { op: 'put-chunk', uploadId, index, checksum },
+        { payload: data, signal },
+      )
+        .then(
+          () => {
+            doneBytes += length;
+            onProgress?.({ doneBytes, totalBytes: sizeBytes });
+          },
+          (error: unknown) => {
+            failure ??= { error };
+          },
+        )
+        .finally(() => inFlight.delete(sent));
+      inFlight.add(sent);
+    }
+    await Promise.all(inFlight);
+    if (failure !== undefined) throw failure.error;
+    await checkNotGrown(handle, localPath, sizeBytes);
+    return hasher.digestHex();
+  }
+
+  private async downloadToPath(
+    readId: string,
+    metadata: FileMetadata,
+    window: number,
+    targetPath: string,
+    force: boolean,
+    progress: {
+      signal: AbortSignal | undefined;
+      onProgress: ((p: TransferProgress) => void) | undefined;
+    },
+  ): Promise<void> {
+    const dir = path.dirname(targetPath);
+    // A dot-name beside the target: same file system (so rename is atomic), hidden from ls.
+    const base = path.basename(targetPath).slice(0, 100);
+    const tempPath = path.join(dir, `.${base}.${randomBytes(6).toString('hex')}.memflow-part`);
+    let handle: FileHandle;
+    try {
+      handle = await open(tempPath, 'wx');
+    } catch (err) {
+      throw localPathError(dir, err, 'cannot write in directory');
+    }
+    let placed = false;
+    try {
+      await this.receiveChunks(
+        readId,
+        metadata,
+        window,
+        new FileSink(handle, targetPath),
+        progress,
+      );
+      // No fsync before the rename: like cp, curl and scp, a download has the file system's
+      // usual durability. It costs a third of the download rate for a 512 MiB file, and the
+      // rename already guarantees what matters here: a failed download leaves nothing.
+      await handle.close();
+      await placeFile(tempPath, targetPath, force);
+      placed = true;
+    } finally {
+      if (!placed) {
+        await handle.close().catch(() => undefined);
+        await unlink(tempPath).catch(() => undefined);
+      }
+    }
+  }
+
+  /**
+   * Fetches chunks 0..n-1 with at most `window` outstanding and hands them to `sink` in order. A
+   * chunk is requested only when it is within `window` of the next one to write, so early
+   * arrivals plus outstanding requests never exceed the window: the reorder buffer is bounded.
+   */
+  private async receiveChunks(
+    readId: string,
+    metadata: FileMetadata,
+    window: number,
+    sink: ChunkSink,
+    progress: {
+      signal: AbortSignal | undefined;
+      onProgress: ((p: TransferProgress) => void) | undefined;
+    },
+  ): Promise<void> {
+    const { signal, onProgress } = progress;
+    const { chunks } = metadata;
+    const started = new Map<number, Promise<Buffer>>();
+    const hasher = createFileHasher();
+    let nextRequest = 0;
+    let doneBytes = 0;
+    let writing = Promise.resolve();
+    onProgress?.({ doneBytes, totalBytes: metadata.sizeBytes });
+
+    for (const chunk of chunks) {
+      throwIfAborted(signal);
+      while (nextRequest < chunks.length && nextRequest < chunk.index + window) {
+        const fetched = this.fetchChunk(readId, nextRequest, signal);
+        // Awaited below, in order; this only keeps an early rejection from counting as unhandled.
+        void fetched.catch(() => undefined);
+        started.set(nextRequest, fetched);
+        nextRequest++;
+      }
+      const fetched = started.get(chunk.index);
+      if (fetched === undefined) throw new Error(`chunk ${chunk.index} was never requested`);
+      started.delete(chunk.index);
+      const data = await fetched;
+      verifyChunk(metadata.name, chunk, data);
+      hasher.update(data);
+      // One write in flight at a time, overlapped with checking the next chunk: hashing runs on
+      // this thread, writing on libuv's pool, so the two proceed side by side.
+      await writing;
+      writing = sink.write(data).then(() => {
+        doneBytes += data.length;
+        onProgress?.({ doneBytes, totalBytes: metadata.sizeBytes });
+      });
+      // Awaited at the next chunk or after the loop; this only keeps an early rejection handled.
+      void writing.catch(() => undefined);
+    }
+    await writing;
+    const sha256 = hasher.digestHex();
+    if (sha256 !== metadata.sha256) {
+      throw new DfsError(
+        'CLIENT_INTEGRITY',
+        `"${metadata.name}" does not match its sha256 (expected ${metadata.sha256}, got ${sha256})`,
+        { name: metadata.name, expected: metadata.sha256, actual: sha256 },
+      );
+    }
+  }
+
+  private async fetchChunk(
+    readId: string,
+    index: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Buffer> {
+    const reply = await this.request({ op: 'get-chunk', readId, index }, { signal });
+    if (reply.data === undefined) throw badReply('get-chunk', `chunk ${index} came without data`);
+    return reply.data;
+  }
+
+  /**
+   * Sends a clean-up request (put-abort, get-end) after `failure` (undefined on success). Best
+   * effort: its errors are swallowed. When the store is known unreachable or we were closed, the
+   * request is not even attempted, so a dead store does not cost a second full deadline.
+   */
+  private async cleanUp(body: RequestBody, failure: unknown): Promise<void> {
+    if (
+      failure instanceof DfsError &&
+      (failure.code === 'CLIENT_UNREACHABLE' || failure.code === 'CLIENT_CLOSED')
+    ) {
+      return;
+    }
+    if (this.closed) return;
+    await this.request(body, { timeoutMs: Math.min(this.timeoutMs, CLEANUP_TIMEOUT_MS) }).catch(
+      () => undefined,
+    );
+  }
+
+  // ---- requests -------------------------------------------------------------------------------
+
+  /**
+   * Sends one request and resolves with its ok reply. Rejects with a DfsError carrying the
+   * store's code for an error reply, CLIENT_UNREACHABLE past the deadline (or when the connection
+   * is refused), CLIENT_ABORTED when `signal` fires, CLIENT_CLOSED after close().
+   */
+  private async request(body: RequestBody, options: RequestOptions = {}): Promise<Reply> {
+    throwIfAborted(options.signal);
+    const socket = await this.connect();
+    throwIfAborted(options.signal);
+    if (this.closed) throw new DfsError('CLIENT_CLOSED', `the client is closed (${body.op})`);
+    const id = this.nextId++;
+    const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+    return new Promise<Reply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this.settle(id)) reject(this.timeoutError(body.op, timeoutMs));
+      }, timeoutMs);
+      const signal = options.signal;
+      const onAbort = (): void => {
+        if (this.settle(id)) reject(abortedError());
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.pending.set(id, {
+        op: body.op,
+        resolve,
+        reject,
+        timer,
+        detachSignal: () => signal?.removeEventListener('abort', onAbort),
+      });
+      const head = pack({ ...body, id });
+      const frames = options.payload === undefined ? [head] : [head, options.payload];
+      socket.send(frames).catch((err: unknown) => {
+        if (!this.settle(id)) return;
+        const closed = (err as { code?: unknown }).code === 'COMM_CLOSED';
+        reject(
+          closed
+            ? new DfsError('CLIENT_CLOSED', `the client was closed during ${body.op}`)
+            : new DfsError(
+                'CLIENT_UNREACHABLE',
+                `cannot send ${body.op} to the store at ${this.server}: ${errorText(err)}`,
+                { server: this.server, op: body.op },
+                { cause: err },
+              ),
+        );
+      });
+    });
+  }
+
+  /** Removes a pending request; returns false when it was already settled. */
+  private settle(id: number): PendingRequest | undefined {
+    const entry = this.pending.get(id);
+    if (entry === undefined) return undefined;
+    this.pending.delete(id);
+    clearTimeout(entry.timer);
+    entry.detachSignal();
+    return entry;
+  }
+
+  private onReply(frames: Buffer[]): void {
+    const head = frames[0];
+    if (head === undefined) return;
+    let message: unknown;
+    try {
+      message = unpack(head);
+    } catch {
+      return; // Undecodable: it cannot be matched to a request, whose deadline will report it.
+    }
+    if (!isRecord(message) || typeof message.id !== 'number') return;
+    // Unknown ids are late replies to requests that already timed out: dropped.
+    const entry = this.settle(message.id);
+    if (entry === undefined) return;
+    this.heard = true;
+    if (message.ok === true) {
+      entry.resolve({ fields: message, data: frames[1] });
+    } else {
+      entry.reject(wireError(entry.op, message.error));
+    }
+  }
+
+  private connect(): Promise<ClientSocket> {
+    if (this.connecting !== undefined) return this.connecting;
+    const attempt = (async () => {
+      await probe(this.address, this.server, this.timeoutMs);
+      if (this.closed) throw new DfsError('CLIENT_CLOSED', 'the client is closed');
+      const socket = new ClientSocket(this.address.host, this.address.port, {
+        sendTimeoutMs: this.timeoutMs,
+      });
+      socket.onMessage((frames) => this.onReply(frames));
+      this.socket = socket;
+      return socket;
+    })();
+    this.connecting = attempt;
+    // A failed connection attempt is not remembered: the next request tries again.
+    void attempt.catch(() => {
+      if (this.connecting === attempt) this.connecting = undefined;
+    });
+    return attempt;
+  }
+
+  private timeoutError(op: RequestOp, timeoutMs: number): DfsError {
+    const seconds = `${+(timeoutMs / 1000).toFixed(3)} s`;
+    const message = this.heard
+      ? `the store at ${this.server} did not answer ${op} within ${seconds}`
+      : `no answer from the store at ${this.server} within ${seconds}`;
+    return new DfsError('CLIENT_UNREACHABLE', message, { server: this.server, op, timeoutMs });
+  }
+}
+
+// ---- connection probe -------------------------------------------------------------------------
+
+const SOCKET_REASONS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused (is the store running, and is this its client port?)',
+  ENOTFOUND: 'unknown host',
+  EAI_AGAIN: 'host name lookup failed',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ETIMEDOUT: 'connection timed out',
+  ECONNRESET: 'connection reset',
+};
+
+/**
+ * One plain TCP connect to the server, closed at once. ZeroMQ retries a refused connection
+ * silently forever, so without this a stopped store would look like a slow one until the deadline.
+ */
+function probe(address: ServerAddress, server: string, timeoutMs: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const socket = net.connect({ host: address.host, port: address.port });
+    const fail = (reason: string, cause?: unknown): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(
+        new DfsError(
+          'CLIENT_UNREACHABLE',
+          `cannot reach the store at ${server}: ${reason}`,
+          { server, reason },
+          { cause },
+        ),
+      );
+    };
+    const timer = setTimeout(
+      () => fail(`no connection within ${+(timeoutMs / 1000).toFixed(3)} s`),
+      timeoutMs,
+    );
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve();
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      fail(SOCKET_REASONS[err.code ?? ''] ?? errorText(err), err);
+    });
+  });
+}
+
+// ---- local files ------------------------------------------------------------------------------
+
+const PATH_REASONS: Record<string, string> = {
+  ENOENT: 'no such file or directory',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EISDIR: 'is a directory',
+  ENOTDIR: 'a component of the path is not a directory',
+  ELOOP: 'too many levels of symbolic links',
+  ENAMETOOLONG: 'file name too long',
+  ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded',
+  EROFS: 'read-only file system',
+  EIO: 'input/output error',
+};
+
+/** CLIENT_LOCAL_PATH with the errno turned into words; detail.path and detail.reason. */
+function localPathError(filePath: string, err: unknown, what: string): DfsError {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const reason = (code !== undefined ? PATH_REASONS[code] : undefined) ?? errorText(err);
+  return new DfsError(
+    'CLIENT_LOCAL_PATH',
+    `${what} "${filePath}": ${reason}`,
+    { path: filePath, reason, errno: code },
+    { cause: err },
+  );
+}
+
+function notRegular(filePath: string, reason: string): DfsError {
+  return new DfsError('CLIENT_LOCAL_PATH', `cannot read "${filePath}": ${reason}`, {
+    path: filePath,
+    reason,
+  });
+}
+
+/** Opens a regular file for reading; stat first, because opening a FIFO would block. */
+async function openLocalFile(
+  localPath: string,
+): Promise<{ handle: FileHandle; sizeBytes: number }> {
+  const info = await stat(localPath).catch((err: unknown) => {
+    throw localPathError(localPath, err, 'cannot read');
+  });
+  if (info.isDirectory()) throw notRegular(localPath, 'is a directory');
+  if (!info.isFile()) throw notRegular(localPath, 'not a regular file');
+  const handle = await open(localPath, 'r').catch((err: unknown) => {
+    throw localPathError(localPath, err, 'cannot read');
+  });
+  try {
+    const opened = await handle.stat();
+    if (!opened.isFile()) throw notRegular(localPath, 'not a regular file');
+    return { handle, sizeBytes: opened.size };
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    throw err instanceof DfsError ? err : localPathError(localPath, err, 'cannot read');
+  }
+}
+
+/** Reads exactly `length` bytes at `position` into a fresh buffer (it will be in flight). */
+async function readChunk(
+  handle: FileHandle,
+  localPath: string,
+  position: number,
+  length: number,
+): Promise<Buffer> {
+  const data = Buffer.allocUnsafe(length);
+  let filled = 0;
+  while (filled < length) {
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await handle.read(data, filled, length - filled, position + filled));
+    } catch (err) {
+      throw localPathError(localPath, err, 'cannot read');
+    }
+    if (bytesRead === 0) {
+      throw new DfsError(
+        'CLIENT_FILE_CHANGED',
+        `"${localPath}" shrank while it was being uploaded (ended at ${position + filled} bytes)`,
+        { path: localPath, atBytes: position + filled },
+      );
+    }
+    filled += bytesRead;
+  }
+  return data;
+}
+
+async function checkNotGrown(
+  handle: FileHandle,
+  localPath: string,
+  sizeBytes: number,
+): Promise<void> {
+  const probeByte = Buffer.alloc(1);
+  const { bytesRead } = await handle.read(probeByte, 0, 1, sizeBytes).catch((err: unknown) => {
+    throw localPathError(localPath, err, 'cannot read');
+  });
+  if (bytesRead > 0) {
+    throw new DfsError(
+      'CLIENT_FILE_CHANGED',
+      `"${localPath}" grew while it was being uploaded (it had ${sizeBytes} bytes at the start)`,
+      { path: localPath, sizeBytes },
+    );
+  }
+}
+
+/**
+ * Checks a download target before the store is contacted; returns its absolute path.
+ * Refuses a directory or a non-regular file always (renaming over a device node would replace
+ * it), an existing file unless `force`, and a missing parent directory.
+ */
+async function checkTarget(dest: string, force: boolean): Promise<string> {
+  const targetPath = path.resolve(dest);
+  let info: Awaited<ReturnType<typeof lstat>> | undefined;
+  try {
+    info = await lstat(targetPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw localPathError(dest, err, 'cannot write');
+    }
+  }
+  if (info !== undefined) {
+    if (info.isDirectory()) {
+      throw new DfsError('CLIENT_LOCAL_PATH', `cannot write "${dest}": is a directory`, {
+        path: dest,
+        reason: 'is a directory',
+      });
+    }
+    if (!info.isFile() && !info.isSymbolicLink()) {
+      const reason = 'not a regular file (write to a stream instead)';
+      throw new DfsError('CLIENT_LOCAL_PATH', `cannot write "${dest}": ${reason}`, {
+        path: dest,
+        reason,
+      });
+    }
+    if (!force) throw existsError(dest);
+    return targetPath;
+  }
+  const dir = path.dirname(targetPath);
+  const dirInfo = await stat(dir).catch((err: unknown) => {
+    throw localPathError(path.dirname(dest), err, 'cannot write in directory');
+  });
+  if (!dirInfo.isDirectory()) {
+    throw localPathError(path.dirname(dest), { code: 'ENOTDIR' }, 'cannot write in directory');
+  }
+  return targetPath;
+}
+
+function existsError(dest: string): DfsError {
+  return new DfsError('CLIENT_EXISTS', `"${dest}" already exists (pass force to overwrite)`, {
+    path: dest,
+  });
+}
+
+/**
+ * Moves the finished temporary file to the target. With force, a rename (atomic replace).
+ * Without, a hard link, which fails if the target appeared since checkTarget, so nothing is ever
+ * overwritten by surprise; file systems without hard links fall back to check-then-rename.
+ */
+async function placeFile(tempPath: string, targetPath: string, force: boolean): Promise<void> {
+  if (force) {
+    await rename(tempPath, targetPath).catch((err: unknown) => {
+      throw localPathError(targetPath, err, 'cannot write');
+    });
+    return;
+  }
+  try {
+    await link(tempPath, targetPath);
+    await unlink(tempPath).catch(() => undefined);
+    return;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw existsError(targetPath);
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV') {
+      throw localPathError(targetPath, err, 'cannot write');
+    }
+  }
+  const existing = await lstat(targetPath).catch(() => undefined);
+  if (existing !== undefined) throw existsError(targetPath);
+  await rename(tempPath, targetPath).catch((err: unknown) => {
+    throw localPathError(targetPath, err, 'cannot write');
+  });
+}
+
+interface ChunkSink {
+  write(data: Buffer): Promise<void>;
+}
+
+class FileSink implements ChunkSink {
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly targetPath: string,
+  ) {}
+
+  async write(data: Buffer): Promise<void> {
+    let written = 0;
+    while (written < data.length) {
+      try {
+        const { bytesWritten } = await this.handle.write(data, written, data.length - written);
+        written += bytesWritten;
+      } catch (err) {
+        throw localPathError(this.targetPath, err, 'cannot write');
+      }
+    }
+  }
+}
+
+/**
+ * Writes to a caller's stream with backpressure. It listens for 'error' for the whole download:
+ * an unlistened 'error' (EPIPE on stdout, say) would otherwise crash the process.
+ */
+class StreamSink implements ChunkSink {
+  private error: unknown;
+  private readonly onError = (err: unknown): void => {
+    this.error ??= err;
+  };
+
+  constructor(private readonly stream: NodeJS.WritableStream) {
+    stream.on('error', this.onError);
+  }
+
+  async write(data: Buffer): Promise<void> {
+    this.throwIfFailed();
+    if (!this.stream.write(data)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.stream.off('drain', done);
+          this.stream.off('error', done);
+          this.stream.off('close', done);
+          resolve();
+        };
+        this.stream.on('drain', done);
+        this.stream.on('error', done);
+        this.stream.on('close', done);
+      });
+      const destroyed = (this.stream as { destroyed?: boolean }).destroyed === true;
+      if (this.error === undefined && destroyed) this.error = new Error('the stream was closed');
+    }
+    this.throwIfFailed();
+  }
+
+  detach(): void {
+    this.stream.off('error', this.onError);
+  }
+
+  private throwIfFailed(): void {
+    if (this.error === undefined) return;
+    const code = (this.error as NodeJS.ErrnoException).code;
+    const reason = code === 'EPIPE' ? 'the reader went away (broken pipe)' : errorText(this.error);
+    throw new DfsError(
+      'CLIENT_LOCAL_PATH',
+      `cannot write the output: ${reason}`,
+      { path: '-', reason },
+      { cause: this.error },
+    );
+  }
+}
+
+// ---- reply checking ---------------------------------------------------------------------------
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function badReply(op: string, what: string): DfsError {
+  return new DfsError('CLIENT_BAD_REPLY', `unexpected reply to ${op} from the store: ${what}`, {
+    op,
+  });
+}
+
+function wireError(op: RequestOp, error: unknown): DfsError {
+  if (!isRecord(error) || typeof error.code !== 'string' || typeof error.message !== 'string') {
+    return badReply(op, 'an error without code and message');
+  }
+  const detail = isRecord(error.detail) ? error.detail : {};
+  // Codes pass through as the store sent them, even one this client does not know yet.
+  return new DfsError(error.code as StoreErrorCode, error.message, detail);
+}
+
+function expectString(fields: Record<string, unknown>, key: string): string {
+  const value = fields[key];
+  if (typeof value !== 'string') throw badReply('request', `${key} is not a string`);
+  return value;
+}
+
+function expectPositiveInteger(fields: Record<string, unknown>, key: string): number {
+  const value = fields[key];
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+    throw badReply('request', `${key} is not a positive integer`);
+  }
+  return value;
+}
+
+function expectCount(value: unknown, what: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw badReply('stat', `${what} is not a non-negative integer`);
+  }
+  return value;
+}
+
+/**
+ * Checks the parts of FileMetadata this client relies on: chunk indexes 0..n-1 in order, sizes
+ * that add up, checksums present. Anything else is a CLIENT_BAD_REPLY, never a wrong download.
+ */
+function checkMetadata(value: unknown): FileMetadata {
+  if (!isRecord(value)) throw badReply('stat', 'no metadata');
+  if (typeof value.name !== 'string') throw badReply('stat', 'metadata.name is not a string');
+  if (typeof value.sha256 !== 'string') throw badReply('stat', 'metadata.sha256 is missing');
+  const sizeBytes = expectCount(value.sizeBytes, 'metadata.sizeBytes');
+  if (!Array.isArray(value.chunks)) throw badReply('stat', 'metadata.chunks is not an array');
+  let total = 0;
+  value.chunks.forEach((chunk: unknown, position: number) => {
+    if (!isRecord(chunk) || chunk.index !== position) {
+      throw badReply('stat', `metadata.chunks[${position}] is not chunk ${position}`);
+    }
+    total += expectCount(chunk.sizeBytes, `chunk ${position} sizeBytes`);
+    if (typeof chunk.checksum !== 'string') {
+      throw badReply('stat', `chunk ${position} has no checksum`);
+    }
+    if (!Array.isArray(chunk.copies)) chunk.copies = [];
+  });
+  if (total !== sizeBytes) {
+    throw badReply('stat', `chunk sizes add up to ${total}, not ${sizeBytes}`);
+  }
+  return value as unknown as FileMetadata;
+}
+
+function checkListEntry(value: unknown): ListEntry {
+  if (!isRecord(value) || typeof value.name !== 'string') {
+    throw badReply('list', 'an entry has no name');
+  }
+  expectCount(value.sizeBytes, `sizeBytes of "${value.name}"`);
+  return value as unknown as ListEntry;
+}
+
+function verifyChunk(name: string, chunk: ChunkInfo, data: Buffer): void {
+  const checksum = data.length === chunk.sizeBytes ? chunkChecksum(data) : undefined;
+  if (checksum === chunk.checksum) return;
+  const got =
+    checksum === undefined ? `${data.length} bytes instead of ${chunk.sizeBytes}` : checksum;
+  throw new DfsError(
+    'CLIENT_INTEGRITY',
+    `chunk ${chunk.index} of "${name}" failed its checksum (expected ${chunk.checksum}, got ${got})`,
+    { name, index: chunk.index, expected: chunk.checksum, actual: got },
+  );
+}
+
+// ---- small helpers ----------------------------------------------------------------------------
+
+function abortedError(): DfsError {
+  return new DfsError('CLIENT_ABORTED', 'interrupted');
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw abortedError();
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,98 @@
+/**
+ * Rank 0's picture of the data ranks: where each runs, what it offers and holds, and whether it
+ * can take writes. Placement reads it; uploads reserve space in it before bytes move, so two
+ * concurrent uploads never both count on the same free bytes.
+ */
+import type { RankState } from '../protocol/client-protocol.js';
+import type { RankUsage } from '../store/placement.js';
+import type { RankReport } from './messages.js';
+
+export interface RankInfo {
+  rank: number;
+  host: string;
+  capacityBytes: number;
+  /** Bytes of chunk copies the rank holds, by its last report plus what we stored since. */
+  usedBytes: number;
+  /** Bytes promised to chunks being written now. */
+  reservedBytes: number;
+  chunkCopies: number;
+  state: RankState;
+}
+
+export class Cluster {
+  private readonly ranks = new Map<number, RankInfo>();
+
+  /** Takes a data rank's own report (start-up inventory, status refresh). */
+  update(report: RankReport): void {
+    const known = this.ranks.get(report.rank);
+    this.ranks.set(report.rank, {
+      rank: report.rank,
+      host: report.host,
+      capacityBytes: report.capacityBytes,
+      usedBytes: report.usedBytes,
+      reservedBytes: known?.reservedBytes ?? 0,
+      chunkCopies: report.chunkCount,
+      state: known?.state ?? 'alive',
+    });
+  }
+
+  get(rank: number): RankInfo | undefined {
+    return this.ranks.get(rank);
+  }
+
+  all(): RankInfo[] {
+    return [...this.ranks.values()].sort((a, b) => a.rank - b.rank);
+  }
+
+  hostOf(rank: number): string {
+    return this.ranks.get(rank)?.host ?? '?';
+  }
+
+  stateOf(rank: number): RankState {
+    return this.ranks.get(rank)?.state ?? 'dead';
+  }
+
+  setState(rank: number, state: RankState): void {
+    const info = this.ranks.get(rank);
+    if (info) info.state = state;
+  }
+
+  isAlive(rank: number): boolean {
+    return this.ranks.get(rank)?.state === 'alive';
+  }
+
+  /** The usage vector placement works on: reservations count as used; only live ranks take writes. */
+  usage(): RankUsage[] {
+    return this.all().map((r) => ({
+      rank: r.rank,
+      host: r.host,
+      usedBytes: r.usedBytes + r.reservedBytes,
+      capacityBytes: r.capacityBytes,
+      writable: r.state === 'alive',
+    }));
+  }
+
+  reserve(rank: number, bytes: number): void {
+    const info = this.ranks.get(rank);
+    if (info) info.reservedBytes += bytes;
+  }
+
+  /** Ends a reservation; when `stored`, the bytes now count as a stored copy. */
+  release(rank: number, bytes: number, stored: boolean): void {
+    const info = this.ranks.get(rank);
+    if (!info) return;
+    info.reservedBytes = Math.max(0, info.reservedBytes - bytes);
+    if (stored) {
+      info.usedBytes += bytes;
+      info.chunkCopies++;
+    }
+  }
+
+  /** A copy was deleted. */
+  forget(rank: number, bytes: number): void {
+    const info = this.ranks.get(rank);
+    if (!info) return;
+    info.usedBytes = Math.max(0, info.usedBytes - bytes);
+    info.chunkCopies = Math.max(0, info.chunkCopies - 1);
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * The store as one SPMD program: every rank runs this; rank 0 becomes the coordinator, the others
+ * data ranks. Each rank keeps its data in its own folder below --data-dir (rank-0 holds the
+ * master index journal, rank-N the chunk copies of data rank N).
+ */
+import { join } from 'node:path';
+import { initWorld } from '../comm/init.js';
+import { ServiceSocket } from '../comm/zmq-service.js';
+import { SystemClock } from '../runtime/clock.js';
+import { DiskChunkStore } from '../store/disk-chunk-store.js';
+import { freeBytes } from '../store/disk-space.js';
+import { FileIndex } from '../store/file-index.js';
+import { Journal } from '../store/journal.js';
+import { formatSize, parseSize } from '../store/sizes.js';
+import { Coordinator } from './coordinator.js';
+import { DataRank } from './data-rank.js';
+
+export interface StoreOptions {
+  port: number;
+  bind: string;
+  dataDir: string;
+  replicas: number;
+  chunkSizeBytes: number;
+  /** Capacity offered by each data rank; undefined = the disk's free space plus what it holds. */
+  capacityBytes: number | undefined;
+}
+
+export interface RunningRank {
+  rank: number;
+  /** Resolves when the rank has stopped (after stop(), or rank 0's shutdown for data ranks). */
+  done: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Joins the world and runs this rank's role. `log` gets human-readable lines for stderr. */
+export async function runStore(
+  env: Record<string, string | undefined>,
+  options: StoreOptions,
+  log: (line: string) => void,
+): Promise<RunningRank> {
+  const world = await initWorld(env, { defaultTimeoutMs: 60_000 });
+  const { comm } = world;
+  const clock = new SystemClock();
+  const host = env.MEMFLOW_HOST ?? '127.0.0.1';
+  const rankDir = join(options.dataDir, `rank-${comm.rank}`);
+
+  if (comm.rank !== 0) {
+    const store = await DiskChunkStore.open(join(rankDir, 'chunks'));
+    const hostCapacity = env.MEMFLOW_HOST_CAPACITY;
+    const capacityBytes =
+      options.capacityBytes ??
+      (hostCapacity ? parseSize(hostCapacity) : (await freeBytes(rankDir)) + store.usedBytes());
+    const dataRank = new DataRank(comm, store, { host, capacityBytes, log });
+    const stopper = new AbortController();
+    const done = dataRank.run(stopper.signal).finally(() => world.finalize());
+    return {
+      rank: comm.rank,
+      done,
+      async stop() {
+        stopper.abort('stop');
+        await done;
+      },
+    };
+  }
+
+  const { journal, records } = await Journal.open(join(rankDir, 'index'));
+  const index = new FileIndex();
+  for (const r of records) index.apply(r);
+  const coordinator = new Coordinator(comm, index, journal, clock, {
+    replicas: options.replicas,
+    chunkSizeBytes: options.chunkSizeBytes,
+    log,
+  });
+  const service = await ServiceSocket.bind(options.bind, options.port, {
+    maxMessageBytes: options.chunkSizeBytes + 64 * 1024,
+  });
+  await coordinator.start(service);
+  const dataRanks = comm.size - 1;
+  if (dataRanks < options.replicas) {
+    log(
+      `warning: ${dataRanks} data rank(s) but --replicas ${options.replicas}: files will be under-replicated (${Math.max(1, dataRanks)} copies each)`,
+    );
+  }
+  log(
+    `MemFlow store ready: clients connect to ${options.bind}:${options.port} ` +
+      `(${dataRanks} data ranks, ${options.replicas} copies, ${formatSize(options.chunkSizeBytes)} chunks, ${index.size()} files)`,
+  );
+  let resolveDone: () => void = () => {};
+  const done = new Promise<void>((resolve) => (resolveDone = resolve));
+  return {
+    rank: 0,
+    done,
+    async stop() {
+      service.close();
+      await coordinator.stop();
+      await journal.close();
+      await world.finalize();
+      resolveDone();
+    },
+  };
+}

@@ -1,0 +1,43 @@
+/**
+ * What rank 0 and the data ranks say to each other. Bulk chunk traffic is point-to-point (a chunk
+ * goes to the ranks placement chose, as the seed sent an upload to the smallest rank); requests
+ * that concern every data rank (inventory, statistics, garbage collection) are collectives, driven
+ * by the command loop in commands.ts.
+ *
+ * Tags (user tags ≥ 0 of the world communicator; collectives use their own negative tags):
+ */
+export const TAG_DATA_REQUEST = 1; // rank 0 → data rank: DataRequest (+ chunk bytes for 'put')
+export const TAG_DATA_REPLY = 2; // data rank → rank 0: DataReply (+ chunk bytes for 'get')
+export const TAG_COMMAND = 3; // rank 0 → data ranks: Command, followed by its collective
+
+export type DataRequest =
+  | { op: 'put'; reqId: number; chunkId: string; checksum: string }
+  | { op: 'get'; reqId: number; chunkId: string }
+  | { op: 'delete'; reqId: number; chunkIds: string[] };
+
+export type DataReply =
+  | { reqId: number; ok: true; deleted?: number }
+  | { reqId: number; ok: false; code: string; message: string };
+
+/** A data rank's view of itself, gathered by rank 0 at start-up and for status. */
+export interface RankReport {
+  rank: number;
+  host: string;
+  usedBytes: number;
+  capacityBytes: number;
+  chunkCount: number;
+}
+
+export interface InventoryReport extends RankReport {
+  chunks: Array<{ id: string; sizeBytes: number; checksum: string }>;
+}
+
+/**
+ * Commands run by every data rank in the order rank 0 sends them; each is followed by exactly
+ * the collective its comment names, so all ranks enter the same collectives in the same order.
+ */
+export type Command =
+  | { op: 'inventory' } // gather(InventoryReport)
+  | { op: 'report' } // gather(RankReport)
+  | { op: 'collect-garbage' } // scatter(string[] chunk ids to delete), then gather(number deleted)
+  | { op: 'shutdown' }; // no collective: the data rank exits its loops

@@ -1,0 +1,71 @@
+/**
+ * Checks that a client message is a well-formed Request before the coordinator acts on it: a
+ * msgpack map with an integer id, a known op and fields of the right types. Anything else —
+ * random bytes, wrong types, missing fields — becomes STORE_BAD_REQUEST naming the problem.
+ */
+import { unpack } from 'msgpackr';
+import type { Request, RequestOp } from '../protocol/client-protocol.js';
+import { StoreError } from '../store/errors.js';
+
+type FieldType = 'string' | 'int';
+const FIELDS: Record<RequestOp, Record<string, FieldType>> = {
+  'put-begin': { name: 'string', sizeBytes: 'int' },
+  'put-chunk': { uploadId: 'string', index: 'int', checksum: 'string' },
+  'put-commit': { uploadId: 'string', sha256: 'string' },
+  'put-abort': { uploadId: 'string' },
+  'get-begin': { name: 'string' },
+  'get-chunk': { readId: 'string', index: 'int' },
+  'get-end': { readId: 'string' },
+  stat: { name: 'string' },
+  list: {},
+  delete: { name: 'string' },
+  status: {},
+};
+
+/** The id of a message, if it has a usable one (so even a bad request gets an answer it can match). */
+export function requestIdOf(message: unknown): number {
+  const id = (message as { id?: unknown } | null)?.id;
+  return typeof id === 'number' && Number.isSafeInteger(id) ? id : -1;
+}
+
+export function decodeRequest(frame: Uint8Array | undefined): {
+  id: number;
+  request?: Request;
+  error?: StoreError;
+} {
+  let message: unknown;
+  try {
+    message = frame ? unpack(frame) : undefined;
+  } catch {
+    return { id: -1, error: new StoreError('STORE_BAD_REQUEST', 'message is not valid msgpack') };
+  }
+  const id = requestIdOf(message);
+  if (typeof message !== 'object' || message === null || Array.isArray(message)) {
+    return { id, error: new StoreError('STORE_BAD_REQUEST', 'message is not a map') };
+  }
+  if (id < 0)
+    return { id, error: new StoreError('STORE_BAD_REQUEST', 'message has no integer id ≥ 0') };
+  const op = (message as { op?: unknown }).op;
+  if (typeof op !== 'string' || !Object.hasOwn(FIELDS, op)) {
+    return {
+      id,
+      error: new StoreError('STORE_BAD_REQUEST', `unknown op ${JSON.stringify(op)?.slice(0, 40)}`),
+    };
+  }
+  for (const [field, type] of Object.entries(FIELDS[op as RequestOp])) {
+    const value = (message as Record<string, unknown>)[field];
+    const ok =
+      type === 'string'
+        ? typeof value === 'string' && value.length <= 4096
+        : Number.isSafeInteger(value) && (value as number) >= 0;
+    if (!ok)
+      return {
+        id,
+        error: new StoreError(
+          'STORE_BAD_REQUEST',
+          `${op}: field ${field} must be ${type === 'int' ? 'an integer ≥ 0' : 'a string'}`,
+        ),
+      };
+  }
+  return { id, request: message as Request };
+}

@@ -1,0 +1,446 @@
+/**
+ * Goal: memflow-run behaves like mpiexec from the outside: N tagged ranks, stdin to rank 0 only,
+ * mpirun's exit policy, signals passed on as SIGTERM then SIGKILL, and no rank process left behind
+ * even when the launcher itself is SIGKILLed.
+ * Method: start `node bin/memflow-run.js ...` (needs `npm run build`: the launcher, its rank guard
+ * and the probe program test/fixtures/rank-probe.ts run from dist/). Tests wait for the lines the
+ * ranks print once ready (`ready rank=R size=S pid=P`, printed after their signal handlers are
+ * installed), never for a fixed time; every wait has a deadline; afterEach SIGKILLs every launcher
+ * and rank pid a test started, whatever happened.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+
+const ROOT = path.resolve(import.meta.dirname, '..', '..');
+const BIN = path.join(ROOT, 'bin', 'memflow-run.js');
+const PROBE = path.join(ROOT, 'dist', 'test', 'fixtures', 'rank-probe.js');
+const WAIT_MS = 15_000;
+
+interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** One launcher process, its output split into lines as it arrives. */
+class LauncherRun {
+  readonly stdout: string[] = [];
+  readonly stderr: string[] = [];
+  readonly exit: Promise<Exit>;
+  exited = false;
+  private readonly listeners = new Set<() => void>();
+
+  constructor(readonly child: ChildProcess) {
+    this.collect(child.stdout, this.stdout);
+    this.collect(child.stderr, this.stderr);
+    this.exit = new Promise((resolve) => {
+      child.once('close', (code, signal) => {
+        this.exited = true;
+        this.notify();
+        resolve({ code, signal });
+      });
+    });
+  }
+
+  /** Resolves once `predicate` holds; rejects at the deadline or if the launcher ends first. */
+  waitFor(what: string, predicate: () => boolean, timeoutMs = WAIT_MS): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (predicate()) {
+          done();
+          resolve();
+        } else if (this.exited) {
+          done();
+          reject(new Error(`launcher ended before ${what}\n${this.transcript()}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`no ${what} within ${timeoutMs} ms\n${this.transcript()}`));
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.listeners.delete(check);
+      };
+      this.listeners.add(check);
+      check();
+    });
+  }
+
+  /** Waits for `count` readiness lines and returns the rank pids by rank. */
+  async ready(count: number): Promise<number[]> {
+    await this.waitFor(`${count} ready ranks`, () => this.readyPids().size === count);
+    const pids = this.readyPids();
+    return [...Array(count).keys()].map((rank) => pids.get(rank) as number);
+  }
+
+  /** The launcher's exit, with a deadline. */
+  async ended(timeoutMs = WAIT_MS): Promise<Exit> {
+    await this.waitFor('exit', () => this.exited, timeoutMs);
+    return this.exit;
+  }
+
+  readyPids(): Map<number, number> {
+    const pids = new Map<number, number>();
+    for (const line of this.stdout) {
+      const match = /ready rank=(\d+) size=\d+ pid=(\d+)$/.exec(line);
+      if (match !== null) pids.set(Number(match[1]), Number(match[2]));
+    }
+    return pids;
+  }
+
+  transcript(): string {
+    return `stdout:\n${this.stdout.join('\n')}\nstderr:\n${this.stderr.join('\n')}`;
+  }
+
+  private collect(stream: NodeJS.ReadableStream | null, lines: string[]): void {
+    let partial = '';
+    stream?.setEncoding('utf8');
+    stream?.on('data', (chunk: string) => {
+      const parts = (partial + chunk).split('\n');
+      partial = parts.pop() ?? '';
+      lines.push(...parts);
+      this.notify();
+    });
+    stream?.on('end', () => {
+      if (partial !== '') lines.push(partial);
+      this.notify();
+    });
+  }
+
+  private notify(): void {
+    [...this.listeners].forEach((listener) => listener());
+  }
+}
+
+const runs: LauncherRun[] = [];
+const tempDirs: string[] = [];
+
+function launch(
+  args: string[],
+  options: { stdin?: 'pipe' | 'ignore'; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): LauncherRun {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: options.cwd ?? ROOT,
+    env: options.env ?? process.env,
+    stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
+  });
+  const run = new LauncherRun(child);
+  runs.push(run);
+  return run;
+}
+
+function tempDir(name: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `memflow-launcher ${name}-`));
+  tempDirs.push(dir);
+  return dir;
+}
+
+/** True while `pid` names a running process (a zombie has finished running: it counts as gone). */
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Polls until none of `pids` runs; throws naming the survivors at the deadline. */
+async function expectAllGone(pids: number[], timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const alive = pids.filter(isRunning);
+    if (alive.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`processes still running: ${alive.join(', ')}`);
+    await delay(50);
+  }
+}
+
+beforeAll(() => {
+  for (const file of [path.join(ROOT, 'dist', 'launcher', 'cli.js'), PROBE]) {
+    if (!fs.existsSync(file)) throw new Error(`${file} is missing: run npm run build first`);
+  }
+});
+
+afterEach(async () => {
+  const pids: number[] = [];
+  for (const run of runs.splice(0)) {
+    if (!run.exited) run.child.kill('SIGKILL');
+    for (const pid of run.readyPids().values()) {
+      pids.push(pid);
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Already gone, as it should be.
+      }
+    }
+    await Promise.race([run.exit, delay(5000)]);
+  }
+  await expectAllGone(pids, 5000);
+  for (const dir of tempDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const sortedLines = (lines: string[]): string[] => [...lines].sort();
+
+describe('memflow-run starts N ranks', () => {
+  it('-n 4 prints each rank and size tagged, partial last lines included, and exits 0', async () => {
+    const run = launch([
+      '-n',
+      '4',
+      '--',
+      'node',
+      '-e',
+      "const e = process.env; console.log(`rank ${e.MEMFLOW_RANK} of ${e.MEMFLOW_SIZE}`); process.stdout.write('no newline at exit')",
+    ]);
+    expect(await run.ended()).toEqual({ code: 0, signal: null });
+    expect(sortedLines(run.stdout)).toEqual([
+      '[0] no newline at exit',
+      '[0] rank 0 of 4',
+      '[1] no newline at exit',
+      '[1] rank 1 of 4',
+      '[2] no newline at exit',
+      '[2] rank 2 of 4',
+      '[3] no newline at exit',
+      '[3] rank 3 of 4',
+    ]);
+    expect(run.stderr).toEqual([]);
+  });
+
+  it('--no-tag-output prints the lines untagged, stdout to stdout and stderr to stderr', async () => {
+    const run = launch([
+      '-n',
+      '2',
+      '--no-tag-output',
+      '--',
+      'node',
+      '-e',
+      'console.log(`out ${process.env.MEMFLOW_RANK}`); console.error(`err ${process.env.MEMFLOW_RANK}`)',
+    ]);
+    expect(await run.ended()).toEqual({ code: 0, signal: null });
+    expect(sortedLines(run.stdout)).toEqual(['out 0', 'out 1']);
+    expect(sortedLines(run.stderr)).toEqual(['err 0', 'err 1']);
+  });
+
+  it('sends stdin to rank 0 only; the other ranks read an empty stdin', async () => {
+    const run = launch(['-n', '3', '--', 'node', PROBE, '--stdin'], { stdin: 'pipe' });
+    run.child.stdin?.end('hello\nworld\n');
+    expect(await run.ended()).toEqual({ code: 0, signal: null });
+    expect(sortedLines(run.stdout)).toEqual([
+      '[0] stdin="hello\\nworld\\n"',
+      '[1] stdin=""',
+      '[2] stdin=""',
+    ]);
+  });
+
+  it('--launcher-exec runs every rank through the template with {host} substituted', async () => {
+    const run = launch([
+      '-n',
+      '2',
+      '--launcher-exec',
+      'env MEMFLOW_TEMPLATE_HOST={host}',
+      '--',
+      'node',
+      '-e',
+      'console.log(`${process.env.MEMFLOW_TEMPLATE_HOST} ${process.env.MEMFLOW_RANK}`)',
+    ]);
+    expect(await run.ended()).toEqual({ code: 0, signal: null });
+    expect(sortedLines(run.stdout)).toEqual(['[0] localhost 0', '[1] localhost 1']);
+  });
+
+  it('starts remote hosts through ssh with the working directory and MEMFLOW_* carried', async () => {
+    // A stand-in for ssh checks the options, then runs the remote command with an empty
+    // environment, as a fresh remote login would: whatever the rank sees came on the command line.
+    const bin = tempDir('bin');
+    fs.writeFileSync(
+      path.join(bin, 'ssh'),
+      [
+        '#!/bin/sh',
+        '[ "$1" = -o ] && [ "$2" = BatchMode=yes ] || { echo "fake ssh: bad options $*" >&2; exit 255; }',
+        `exec env -i PATH='${path.dirname(process.execPath)}:/usr/bin:/bin' sh -c "$4"`,
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+    const cwd = tempDir("it's a dir");
+    const run = launch(
+      [
+        '--host',
+        'fakehost:2 capacity=1G',
+        '--',
+        'node',
+        '-e',
+        "const e = process.env; console.log([e.MEMFLOW_RANK, e.MEMFLOW_HOST, e.MEMFLOW_ROOT.split(':')[0], e.MEMFLOW_HOST_CAPACITY, e.MEMFLOW_NOTE, process.cwd()].join('|'))",
+      ],
+      {
+        cwd,
+        env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, MEMFLOW_NOTE: "a 'b' $c" },
+      },
+    );
+    expect(await run.ended()).toEqual({ code: 0, signal: null });
+    expect(sortedLines(run.stdout)).toEqual([
+      `[0] 0|fakehost|fakehost|1G|a 'b' $c|${cwd}`,
+      `[1] 1|fakehost|fakehost|1G|a 'b' $c|${cwd}`,
+    ]);
+  });
+});
+
+describe('exit policy', () => {
+  it('a rank exiting 3 stops the others and the launcher exits 3 naming the rank', async () => {
+    const run = launch([
+      '-n',
+      '4',
+      '--',
+      'node',
+      PROBE,
+      '--trap-term',
+      '--fail-rank',
+      '2',
+      '--fail-code',
+      '3',
+    ]);
+    const pids = await run.ready(4);
+    process.kill(pids[2]!, 'SIGUSR1');
+    expect(await run.ended()).toEqual({ code: 3, signal: null });
+    expect(run.stderr).toEqual([
+      'memflow-run: rank 2 on localhost exited with status 3; stopped the other ranks',
+    ]);
+    expect(run.stdout).toContain('[2] exiting with 3');
+    for (const rank of [0, 1, 3]) expect(run.stdout).toContain(`[${rank}] got SIGTERM`);
+    await expectAllGone(pids);
+  });
+
+  it('--on-rank-failure continue keeps the others running and exits with rank 0 status', async () => {
+    const run = launch([
+      '-n',
+      '3',
+      '--on-rank-failure',
+      'continue',
+      '--',
+      'node',
+      PROBE,
+      '--fail-rank',
+      '2',
+      '--fail-code',
+      '3',
+    ]);
+    const pids = await run.ready(3);
+    process.kill(pids[2]!, 'SIGUSR1');
+    const line =
+      'memflow-run: rank 2 on localhost exited with status 3; the other ranks keep running';
+    await run.waitFor('the failure line', () => run.stderr.includes(line));
+    expect(run.exited).toBe(false);
+    expect(isRunning(pids[0]!) && isRunning(pids[1]!)).toBe(true);
+    process.kill(pids[0]!, 'SIGUSR1');
+    process.kill(pids[1]!, 'SIGUSR1');
+    expect(await run.ended()).toEqual({ code: 0, signal: null });
+  });
+
+  it('--on-rank-failure continue exits with rank 0 status when rank 0 failed', async () => {
+    const args = ['--fail-rank', '0', '--fail-code', '5'];
+    const run = launch(['-n', '2', '--on-rank-failure', 'continue', '--', 'node', PROBE, ...args]);
+    const pids = await run.ready(2);
+    process.kill(pids[0]!, 'SIGUSR1');
+    await run.waitFor('rank 0 failure line', () => run.stderr.some((l) => l.includes('rank 0 on')));
+    process.kill(pids[1]!, 'SIGUSR1');
+    expect(await run.ended()).toEqual({ code: 5, signal: null });
+  });
+
+  it('a program that does not exist exits 127 with one line naming it', async () => {
+    const run = launch(['-n', '2', '--', 'no-such-program-xyz', 'arg']);
+    expect(await run.ended()).toEqual({ code: 127, signal: null });
+    expect(run.stderr).toHaveLength(1);
+    expect(run.stderr[0]).toMatch(
+      /^memflow-run: cannot start rank [01]: no-such-program-xyz not found$/,
+    );
+  });
+});
+
+describe('signals', () => {
+  it('SIGTERM to the launcher reaches every rank as SIGTERM', async () => {
+    const run = launch(['-n', '3', '--', 'node', PROBE, '--trap-term']);
+    const pids = await run.ready(3);
+    run.child.kill('SIGTERM');
+    expect(await run.ended()).toEqual({ code: 143, signal: null });
+    expect(sortedLines(run.stdout.filter((l) => l.endsWith('got SIGTERM')))).toEqual([
+      '[0] got SIGTERM',
+      '[1] got SIGTERM',
+      '[2] got SIGTERM',
+    ]);
+    expect(run.stderr).toEqual([
+      'memflow-run: got SIGTERM; stopping all ranks (SIGKILL after 3000 ms)',
+    ]);
+    await expectAllGone(pids);
+  });
+
+  it('a rank ignoring SIGTERM is SIGKILLed after --grace-ms', async () => {
+    const graceMs = 800;
+    const run = launch([
+      '-n',
+      '2',
+      '--grace-ms',
+      String(graceMs),
+      '--',
+      'node',
+      PROBE,
+      '--ignore-term',
+    ]);
+    const pids = await run.ready(2);
+    const sentAt = performance.now();
+    run.child.kill('SIGINT');
+    await run.waitFor('both ranks ignoring SIGTERM', () =>
+      ['[0] ignoring SIGTERM', '[1] ignoring SIGTERM'].every((l) => run.stdout.includes(l)),
+    );
+    expect(run.exited).toBe(false);
+    expect(await run.ended()).toEqual({ code: 130, signal: null });
+    // The guard's kill timer starts after our signal, so the launcher cannot end sooner than the
+    // grace period (10 ms allow for timer granularity).
+    expect(performance.now() - sentAt).toBeGreaterThanOrEqual(graceMs - 10);
+    await expectAllGone(pids);
+  });
+
+  it('SIGKILL of the launcher leaves no rank process behind', async () => {
+    const run = launch(['-n', '3', '--grace-ms', '500', '--', 'node', PROBE, '--ignore-term']);
+    const pids = await run.ready(3);
+    run.child.kill('SIGKILL');
+    expect((await run.ended()).signal).toBe('SIGKILL');
+    await expectAllGone(pids);
+  });
+});
+
+describe('usage and configuration errors', () => {
+  it('a malformed hostfile exits 2 with file:line and the reason', async () => {
+    const dir = tempDir('hosts');
+    const hostfile = path.join(dir, 'hosts.txt');
+    fs.writeFileSync(hostfile, '# two hosts\nlocalhost slots=2\nnode2 slots=x\n');
+    const run = launch(['--hostfile', hostfile, '--', 'node', '-e', '0']);
+    expect(await run.ended()).toEqual({ code: 2, signal: null });
+    expect(run.stderr).toEqual([
+      `memflow-run: ${hostfile}:3: the slot count in "slots=x" must be an integer from 1 to 4096`,
+    ]);
+  });
+
+  it.each([
+    [
+      ['--hostfile', '/nonexistent/hosts', 'node'],
+      'memflow-run: cannot read hostfile /nonexistent/hosts: no such file',
+    ],
+    [['-n', '0', 'node'], 'memflow-run: -n must be an integer from 1 to 4096, got "0"'],
+    [
+      ['--bogus', '--', 'node'],
+      'memflow-run: unknown option --bogus (launcher options go before PROGRAM; memflow-run --help lists them)',
+    ],
+    [['--launcher', 'rsh', 'node'], 'memflow-run: --launcher must be fork or ssh, got "rsh"'],
+  ])('%j exits 2 with one line', async (args, line) => {
+    const run = launch(args);
+    expect(await run.ended()).toEqual({ code: 2, signal: null });
+    expect(run.stderr).toEqual([line]);
+  });
+});

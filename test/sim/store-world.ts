@@ -1,0 +1,249 @@
+/**
+ * A whole MemFlow store in one process, for simulation tests: rank 0's Coordinator and N data
+ * ranks on the in-memory transport (with its fault injection), memory chunk stores, an in-memory
+ * journal, and a protocol-level client that speaks the client protocol over a fake channel.
+ * Nothing here sleeps: tests await the operations themselves, and the idle sweep runs on a
+ * ManualClock the test advances.
+ */
+import { pack, unpack } from 'msgpackr';
+import { Communicator } from '../../src/comm/communicator.js';
+import { MemoryNetwork } from '../../src/comm/memory-transport.js';
+import type { FileMetadata, Request, WireError } from '../../src/protocol/client-protocol.js';
+import { Coordinator, type ClientChannel, type JournalWriter } from '../../src/rank/coordinator.js';
+import { DataRank } from '../../src/rank/data-rank.js';
+import { ManualClock } from '../../src/runtime/clock.js';
+import { MemoryChunkStore } from '../../src/store/chunk-store.js';
+import { chunkChecksum, createFileHasher } from '../../src/store/checksum.js';
+import { FileIndex, type IndexRecord } from '../../src/store/file-index.js';
+
+export class MemoryJournal implements JournalWriter {
+  readonly records: IndexRecord[] = [];
+  append(record: IndexRecord): Promise<void> {
+    this.records.push(structuredClone(record));
+    return Promise.resolve();
+  }
+}
+
+type Reply = { id: number; ok: boolean; error?: WireError; [k: string]: unknown };
+
+/** The coordinator's client socket, in memory: each client is a numbered id. */
+export class MemoryChannel implements ClientChannel {
+  private handler: ((client: Buffer, frames: Buffer[]) => void) | undefined;
+  readonly clients = new Map<string, (frames: Buffer[]) => void>();
+
+  onMessage(handler: (client: Buffer, frames: Buffer[]) => void): void {
+    this.handler = handler;
+  }
+
+  send(client: Buffer, frames: readonly Uint8Array[]): Promise<void> {
+    const deliver = this.clients.get(client.toString('hex'));
+    if (!deliver) return Promise.reject(new Error('client gone'));
+    const copy = frames.map((f) => Buffer.from(f));
+    queueMicrotask(() => deliver(copy));
+    return Promise.resolve();
+  }
+
+  fromClient(client: Buffer, frames: Uint8Array[]): void {
+    const copy = frames.map((f) => Buffer.from(f));
+    queueMicrotask(() => this.handler?.(client, copy));
+  }
+}
+
+export class ProtocolError extends Error {
+  constructor(readonly wire: WireError) {
+    super(`${wire.code}: ${wire.message}`);
+  }
+}
+
+/** Speaks the client protocol over a MemoryChannel. */
+export class SimClient {
+  private nextId = 1;
+  private readonly pending = new Map<
+    number,
+    (r: { reply: Reply; payload: Buffer | undefined }) => void
+  >();
+  readonly id: Buffer;
+
+  constructor(
+    private readonly channel: MemoryChannel,
+    clientNumber: number,
+  ) {
+    this.id = Buffer.from(clientNumber.toString(16).padStart(8, '0'), 'hex');
+    channel.clients.set(this.id.toString('hex'), (frames) => {
+      const reply = unpack(frames[0]!) as Reply;
+      this.pending.get(reply.id)?.({ reply, payload: frames[1] });
+      this.pending.delete(reply.id);
+    });
+  }
+
+  async call<T = Reply>(
+    request: Record<string, unknown> & { op: Request['op'] },
+    payload?: Uint8Array,
+  ): Promise<{ reply: T; payload: Buffer | undefined }> {
+    const id = this.nextId++;
+    const answer = new Promise<{ reply: Reply; payload: Buffer | undefined }>((resolve) =>
+      this.pending.set(id, resolve),
+    );
+    this.channel.fromClient(
+      this.id,
+      payload ? [pack({ ...request, id }), payload] : [pack({ ...request, id })],
+    );
+    const got = await answer;
+    if (!got.reply.ok) throw new ProtocolError(got.reply.error!);
+    return got as unknown as { reply: T; payload: Buffer | undefined };
+  }
+
+  /** Sends raw frames and returns the reply (for malformed-input tests). */
+  async raw(frames: Uint8Array[], id: number): Promise<Reply> {
+    const answer = new Promise<{ reply: Reply; payload: Buffer | undefined }>((resolve) =>
+      this.pending.set(id, resolve),
+    );
+    this.channel.fromClient(this.id, frames);
+    return (await answer).reply;
+  }
+
+  async upload(
+    name: string,
+    content: Buffer,
+    options: { commit?: boolean } = {},
+  ): Promise<FileMetadata | string> {
+    const { reply: begin } = await this.call<{ uploadId: string; chunkSizeBytes: number }>({
+      op: 'put-begin',
+      name,
+      sizeBytes: content.length,
+    });
+    const hasher = createFileHasher();
+    const sends: Promise<unknown>[] = [];
+    for (let off = 0, index = 0; off < content.length; off += begin.chunkSizeBytes, index++) {
+      const bytes = content.subarray(off, off + begin.chunkSizeBytes);
+      hasher.update(bytes);
+      sends.push(
+        this.call(
+          { op: 'put-chunk', uploadId: begin.uploadId, index, checksum: chunkChecksum(bytes) },
+          bytes,
+        ),
+      );
+    }
+    await Promise.all(sends);
+    if (options.commit === false) return begin.uploadId;
+    const { reply } = await this.call<{ metadata: FileMetadata }>({
+      op: 'put-commit',
+      uploadId: begin.uploadId,
+      sha256: hasher.digestHex(),
+    });
+    return reply.metadata;
+  }
+
+  async download(name: string): Promise<Buffer> {
+    const { reply } = await this.call<{ readId: string; metadata: FileMetadata }>({
+      op: 'get-begin',
+      name,
+    });
+    try {
+      const parts = await Promise.all(
+        reply.metadata.chunks.map(async (c) => {
+          const { payload } = await this.call({
+            op: 'get-chunk',
+            readId: reply.readId,
+            index: c.index,
+          });
+          if (!payload || chunkChecksum(payload) !== c.checksum)
+            throw new Error(`chunk ${c.index} failed its checksum`);
+          return payload;
+        }),
+      );
+      return Buffer.concat(parts);
+    } finally {
+      await this.call({ op: 'get-end', readId: reply.readId });
+    }
+  }
+}
+
+export interface StoreWorldOptions {
+  dataRanks: number;
+  replicas?: number;
+  chunkSizeBytes?: number;
+  capacityBytes?: number | number[];
+  hosts?: string[];
+}
+
+export class StoreWorld {
+  readonly network: MemoryNetwork;
+  readonly clock = new ManualClock(0);
+  readonly channel = new MemoryChannel();
+  readonly journal = new MemoryJournal();
+  readonly stores: MemoryChunkStore[] = [];
+  readonly comms: Communicator[] = [];
+  coordinator!: Coordinator;
+  private readonly stops: AbortController[] = [];
+  private readonly runs: Promise<void>[] = [];
+  private clients = 0;
+
+  constructor(readonly options: StoreWorldOptions) {
+    this.network = new MemoryNetwork({ clock: this.clock });
+  }
+
+  async start(index = new FileIndex()): Promise<void> {
+    const size = this.options.dataRanks + 1;
+    for (let r = 0; r < size; r++) {
+      this.comms.push(
+        Communicator.world(this.network.createTransport(r), size, {
+          clock: this.clock,
+          defaultTimeoutMs: 10_000,
+        }),
+      );
+    }
+    for (let r = 1; r < size; r++) {
+      const cap = Array.isArray(this.options.capacityBytes)
+        ? this.options.capacityBytes[r - 1]
+        : this.options.capacityBytes;
+      const store = new MemoryChunkStore(cap);
+      this.stores[r] = store;
+      const stop = new AbortController();
+      this.stops.push(stop);
+      const dataRank = new DataRank(this.comms[r]!, store, {
+        host: this.options.hosts?.[r - 1] ?? 'sim',
+        capacityBytes: cap ?? 2 ** 40,
+      });
+      this.runs.push(dataRank.run(stop.signal));
+    }
+    this.coordinator = new Coordinator(this.comms[0]!, index, this.journal, this.clock, {
+      replicas: this.options.replicas ?? 2,
+      chunkSizeBytes: this.options.chunkSizeBytes ?? 1024,
+      sessionIdleMs: 10_000,
+      dataTimeoutMs: 5_000,
+      wallClockMs: () => 1_700_000_000_000 + this.clock.now(),
+    });
+    await this.coordinator.start(this.channel);
+  }
+
+  /** Flips a byte of every chunk copy data rank `rank` holds, as a failing disk would. */
+  corruptCopies(rank: number): void {
+    const chunks = (this.stores[rank] as unknown as { chunks: Map<string, { data: Buffer }> })
+      .chunks;
+    for (const c of chunks.values()) c.data[0] = (c.data[0] ?? 0) ^ 0xff;
+  }
+
+  client(): SimClient {
+    return new SimClient(this.channel, ++this.clients);
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.stops) s.abort();
+    await Promise.allSettled(this.runs);
+    for (const c of this.comms) c.close();
+  }
+}
+
+/** Deterministic content of `length` bytes. */
+export function content(length: number, seed = 1): Buffer {
+  const buf = Buffer.allocUnsafe(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    buf[i] = x & 0xff;
+  }
+  return buf;
+}

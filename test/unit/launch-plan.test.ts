@@ -1,0 +1,564 @@
+/**
+ * Goal: the launch plan puts ranks where mpirun would (slots filled in file order, a warned
+ * wrap-around instead of a refusal), starts local hosts by fork and others by ssh or the exec
+ * template, and gives every rank exactly the environment the rank side reads. Also covers the
+ * other pure pieces of a launch: the command line split, the ssh/template command lines, the guard
+ * frames and the output line splitting.
+ * Method: call the pure functions with a described machine (LocalIdentity) and compare results.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseWorldEnv } from '../../src/comm/world-env.js';
+import { splitCommandLine, toLaunchRequest, type RankCommand } from '../../launcher/args.js';
+import {
+  execTemplateArgv,
+  guardArgs,
+  shellQuote,
+  splitTemplate,
+  sshArgv,
+  sshRemoteCommand,
+} from '../../launcher/commands.js';
+import { LaunchError } from '../../launcher/errors.js';
+import {
+  encodeData,
+  encodeFrame,
+  formatGuardNotice,
+  FRAME,
+  FrameDecoder,
+  MAX_FRAME_PAYLOAD_BYTES,
+  parseGuardNotice,
+} from '../../launcher/guard-protocol.js';
+import { parseHostfile, type HostEntry } from '../../launcher/hostfile.js';
+import { isLocalHost, type LocalIdentity } from '../../launcher/local-host.js';
+import { formatLines, LineBuffer, rankTag } from '../../launcher/output.js';
+import { placeRanks, rankEnv, type PlanInput } from '../../launcher/plan.js';
+import { describeFailure, exitStatus } from '../../launcher/supervisor.js';
+
+const machine: LocalIdentity = {
+  hostname: 'alpha.example.org',
+  addresses: ['127.0.0.1', '192.168.1.10', '::1', 'fe80::1'],
+};
+
+function hosts(text: string): HostEntry[] {
+  return parseHostfile(text, 'hosts.txt');
+}
+
+function plan(input: Omit<PlanInput, 'identity'>) {
+  return placeRanks({ identity: machine, ...input });
+}
+
+function hostsOfRanks(input: Omit<PlanInput, 'identity'>): string[] {
+  return plan(input).ranks.map((r) => r.host);
+}
+
+describe('slot filling', () => {
+  it('fills the slots of each host in file order', () => {
+    expect(hostsOfRanks({ hosts: hosts('a slots=2\nb:3\nc'), size: 6 })).toEqual([
+      'a',
+      'a',
+      'b',
+      'b',
+      'b',
+      'c',
+    ]);
+  });
+
+  it('starts one rank per slot when -n is not given', () => {
+    const result = plan({ hosts: hosts('a:2\nb:3') });
+    expect(result.size).toBe(5);
+    expect(result.warnings).toEqual([]);
+  });
+
+  it('starts 4 ranks on localhost without a hostfile or --host', () => {
+    const result = plan({});
+    expect(result.size).toBe(4);
+    expect(result.ranks.map((r) => [r.host, r.mode, r.addr])).toEqual(
+      Array(4).fill(['localhost', 'fork', '127.0.0.1']),
+    );
+  });
+
+  it('takes -n as given on localhost without a hostfile, without a warning', () => {
+    const result = plan({ size: 9 });
+    expect(result.size).toBe(9);
+    expect(result.warnings).toEqual([]);
+  });
+
+  it('uses fewer ranks than slots when -n is smaller', () => {
+    expect(hostsOfRanks({ hosts: hosts('a:4\nb:4'), size: 3 })).toEqual(['a', 'a', 'a']);
+  });
+
+  it('wraps ranks beyond the slots round-robin over the hosts, with one warning line', () => {
+    const result = plan({ hosts: hosts('a:2\nb:1\nc:1'), size: 9 });
+    expect(result.ranks.map((r) => r.host)).toEqual(['a', 'a', 'b', 'c', 'a', 'b', 'c', 'a', 'b']);
+    expect(result.warnings).toEqual([
+      'memflow-run: warning: 9 ranks but only 4 slots; ranks 4-8 wrap around the hosts round-robin',
+    ]);
+  });
+
+  it('names a single extra rank in the singular', () => {
+    expect(plan({ hosts: hosts('a:2'), size: 3 }).warnings).toEqual([
+      'memflow-run: warning: 3 ranks but only 2 slots; rank 2 wraps around the hosts round-robin',
+    ]);
+  });
+
+  it('refuses a size beyond the maximum with a usage error', () => {
+    expect(() => plan({ size: 100_000 })).toThrow(LaunchError);
+  });
+});
+
+describe('local hosts', () => {
+  const local = [
+    'localhost',
+    'LOCALHOST',
+    '127.0.0.1',
+    '127.1.2.3',
+    '::1',
+    '[::1]',
+    'alpha.example.org',
+    'alpha',
+    'ALPHA',
+    '192.168.1.10',
+    'fe80::1',
+    'bob@localhost',
+  ];
+  const remote = ['node1', 'alpha2', '192.168.1.11', '10.0.0.2', 'example.org', 'beta.example.org'];
+
+  it.each(local)('treats %s as this machine', (host) => {
+    expect(isLocalHost(host, machine)).toBe(true);
+  });
+
+  it.each(remote)('treats %s as another machine', (host) => {
+    expect(isLocalHost(host, machine)).toBe(false);
+  });
+
+  it('starts local hosts by fork and others by ssh, binding local ranks on 127.0.0.1', () => {
+    const result = plan({ hosts: hosts('localhost\nnode1\nalpha\n192.168.1.10') });
+    expect(result.ranks.map((r) => [r.host, r.mode, r.local, r.addr])).toEqual([
+      ['localhost', 'fork', true, '127.0.0.1'],
+      ['node1', 'ssh', false, 'node1'],
+      ['alpha', 'fork', true, '127.0.0.1'],
+      ['192.168.1.10', 'fork', true, '127.0.0.1'],
+    ]);
+  });
+
+  it('binds on addr= when the hostfile gives it, and on the host part of user@host otherwise', () => {
+    const result = plan({
+      hosts: hosts('localhost addr=10.1.1.1\nbob@node1 addr=10.0.0.2\nbob@node2'),
+    });
+    expect(result.ranks.map((r) => r.addr)).toEqual(['10.1.1.1', '10.0.0.2', 'node2']);
+  });
+
+  it('forces one mode with --launcher, and the exec template for every host', () => {
+    const mixed = hosts('localhost\nnode1');
+    expect(plan({ hosts: mixed, launcher: 'ssh' }).ranks.map((r) => r.mode)).toEqual([
+      'ssh',
+      'ssh',
+    ]);
+    expect(plan({ hosts: mixed, launcher: 'fork' }).ranks.map((r) => r.mode)).toEqual([
+      'fork',
+      'fork',
+    ]);
+    expect(plan({ hosts: mixed, execTemplate: true }).ranks.map((r) => r.mode)).toEqual([
+      'exec',
+      'exec',
+    ]);
+  });
+
+  it('numbers ranks per machine (all local names are one machine), wrap-around included', () => {
+    const result = plan({ hosts: hosts('localhost:2\nnode1:2\n127.0.0.1:1'), size: 7 });
+    expect(result.ranks.map((r) => `${r.host}/${r.localRank}`)).toEqual([
+      'localhost/0',
+      'localhost/1',
+      'node1/0',
+      'node1/1',
+      '127.0.0.1/2',
+      'localhost/3',
+      'node1/2',
+    ]);
+  });
+});
+
+describe('the environment of each rank', () => {
+  const world = { size: 3, root: { host: '10.0.0.1', port: 4567 }, jobId: 'ab12cd34' };
+
+  it('sets every MEMFLOW_* variable and the per-host keys', () => {
+    const result = plan({
+      hosts: hosts('node1:2 addr=10.0.0.1 capacity=512M\nnode2 addr=10.0.0.2'),
+    });
+    expect(result.ranks.map((r) => rankEnv(r, world))).toEqual([
+      {
+        MEMFLOW_HOST_CAPACITY: '512M',
+        MEMFLOW_RANK: '0',
+        MEMFLOW_SIZE: '3',
+        MEMFLOW_ROOT: '10.0.0.1:4567',
+        MEMFLOW_HOST: '10.0.0.1',
+        MEMFLOW_JOB_ID: 'ab12cd34',
+        MEMFLOW_LOCAL_RANK: '0',
+      },
+      {
+        MEMFLOW_HOST_CAPACITY: '512M',
+        MEMFLOW_RANK: '1',
+        MEMFLOW_SIZE: '3',
+        MEMFLOW_ROOT: '10.0.0.1:4567',
+        MEMFLOW_HOST: '10.0.0.1',
+        MEMFLOW_JOB_ID: 'ab12cd34',
+        MEMFLOW_LOCAL_RANK: '1',
+      },
+      {
+        MEMFLOW_RANK: '2',
+        MEMFLOW_SIZE: '3',
+        MEMFLOW_ROOT: '10.0.0.1:4567',
+        MEMFLOW_HOST: '10.0.0.2',
+        MEMFLOW_JOB_ID: 'ab12cd34',
+        MEMFLOW_LOCAL_RANK: '0',
+      },
+    ]);
+  });
+
+  it('produces exactly what parseWorldEnv reads back', () => {
+    const result = plan({ hosts: hosts('[::1]:2\nnode1 addr=fd00::7') });
+    const v6world = { size: 3, root: { host: '::1', port: 7000 }, jobId: 'j1' };
+    expect(result.ranks.map((r) => parseWorldEnv(rankEnv(r, v6world)))).toEqual([
+      {
+        rank: 0,
+        size: 3,
+        root: { host: '::1', port: 7000 },
+        host: '127.0.0.1',
+        jobId: 'j1',
+        localRank: 0,
+      },
+      {
+        rank: 1,
+        size: 3,
+        root: { host: '::1', port: 7000 },
+        host: '127.0.0.1',
+        jobId: 'j1',
+        localRank: 1,
+      },
+      {
+        rank: 2,
+        size: 3,
+        root: { host: '::1', port: 7000 },
+        host: 'fd00::7',
+        jobId: 'j1',
+        localRank: 0,
+      },
+    ]);
+    expect(rankEnv(result.ranks[0]!, v6world).MEMFLOW_ROOT).toBe('[::1]:7000');
+  });
+});
+
+describe('the command line', () => {
+  function split(line: string[]) {
+    return splitCommandLine(line);
+  }
+
+  it('takes launcher options up to PROGRAM and leaves the rest to the program', () => {
+    expect(split(['-n', '4', 'node', '-e', 'x', '-n', '2'])).toEqual({
+      launcherArgv: ['--n=4'],
+      command: { kind: 'program', program: 'node', args: ['-e', 'x', '-n', '2'] },
+    });
+  });
+
+  it('treats everything after -- as PROGRAM and its arguments', () => {
+    expect(split(['--np', '2', '--no-tag-output', '--', '--weird', 'a']).command).toEqual({
+      kind: 'program',
+      program: '--weird',
+      args: ['a'],
+    });
+    expect(split(['-np', '2', '--no-tag-output', '--', 'p']).launcherArgv).toEqual([
+      '--n=2',
+      '--no-tag-output',
+    ]);
+  });
+
+  it('canonicalises every spelling of the launcher options', () => {
+    expect(
+      split([
+        '-n4',
+        '--hostfile=h.txt',
+        '-H',
+        'a,b:2',
+        '--launcher',
+        'ssh',
+        '--launcher-exec',
+        'ip netns exec {host}',
+        '--root-port=7000',
+        '--grace-ms',
+        '100',
+        '--tag-output',
+        '--on-rank-failure=continue',
+        '-h',
+        'prog',
+      ]).launcherArgv,
+    ).toEqual([
+      '--n=4',
+      '--hostfile=h.txt',
+      '--host=a,b:2',
+      '--launcher=ssh',
+      '--launcher-exec=ip netns exec {host}',
+      '--root-port=7000',
+      '--grace-ms=100',
+      '--tag-output',
+      '--on-rank-failure=continue',
+      '--help',
+    ]);
+  });
+
+  it('enters store mode without PROGRAM and forwards the options it does not know', () => {
+    expect(
+      split([
+        '-n',
+        '3',
+        '--port',
+        '7070',
+        '--data-dir',
+        'x',
+        '--grace-ms',
+        '10',
+        '--replicas',
+        '2',
+      ]),
+    ).toEqual({
+      launcherArgv: ['--n=3', '--grace-ms=10'],
+      command: { kind: 'store', args: ['--port', '7070', '--data-dir', 'x', '--replicas', '2'] },
+    });
+    expect(split([]).command).toEqual({ kind: 'store', args: [] });
+    expect(split(['-n', '2', '--']).command).toEqual({ kind: 'store', args: [] });
+  });
+
+  it('refuses an unknown option before an explicit -- PROGRAM, and an option without value', () => {
+    expect(() => split(['--bogus', '--', 'node'])).toThrow(/unknown option --bogus/);
+    expect(() => split(['-n'])).toThrow(/option -n needs a value/);
+    expect(() => split(['--no-tag-output=1', 'p'])).toThrow(/takes no value/);
+  });
+
+  const program: RankCommand = { kind: 'program', program: 'p', args: [] };
+
+  it('validates values into a request with defaults', () => {
+    expect(toLaunchRequest({}, program)).toEqual({
+      graceMs: 3000,
+      tagOutput: true,
+      onRankFailure: 'abort',
+      command: program,
+    });
+    expect(
+      toLaunchRequest(
+        {
+          n: '8',
+          host: 'a,b',
+          launcher: 'ssh',
+          'launcher-exec': "ip netns exec '{host}'",
+          'root-port': '7000',
+          'grace-ms': '0',
+          'tag-output': false,
+          'on-rank-failure': 'continue',
+        },
+        program,
+      ),
+    ).toEqual({
+      size: 8,
+      hostList: 'a,b',
+      launcher: 'ssh',
+      launcherExec: ['ip', 'netns', 'exec', '{host}'],
+      rootPort: 7000,
+      graceMs: 0,
+      tagOutput: false,
+      onRankFailure: 'continue',
+      command: program,
+    });
+  });
+
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ n: '0' }, /^-n must be an integer from 1 to 4096, got "0"$/],
+    [{ n: 'abc' }, /^-n must be an integer/],
+    [{ n: '2.5' }, /^-n must be an integer/],
+    [{ 'root-port': '70000' }, /^--root-port must be an integer from 1 to 65535/],
+    [{ 'grace-ms': '-1' }, /^--grace-ms must be an integer/],
+    [{ launcher: 'rsh' }, /^--launcher must be fork or ssh, got "rsh"$/],
+    [{ 'on-rank-failure': 'retry' }, /^--on-rank-failure must be abort or continue/],
+    [{ hostfile: 'h', host: 'a' }, /either --hostfile or --host/],
+    [{ launcher: 'fork', 'launcher-exec': 'env' }, /contradict/],
+    [{ 'launcher-exec': '  ' }, /template is empty/],
+    [{ 'launcher-exec': "ip 'netns" }, /unterminated '/],
+  ];
+  it.each(bad)('refuses %o as a usage error', (values, message) => {
+    try {
+      toLaunchRequest(values, program);
+      expect.unreachable();
+    } catch (error) {
+      expect(error).toBeInstanceOf(LaunchError);
+      expect((error as LaunchError).code).toBe('LAUNCH_USAGE');
+      expect((error as LaunchError).message).toMatch(message);
+    }
+  });
+});
+
+describe('command lines that start a rank', () => {
+  const argv = guardArgs({
+    guardScript: '/repo/dist/launcher/rank-guard.js',
+    graceMs: 3000,
+    program: 'node',
+    args: ['-e', "console.log('it''s')"],
+  });
+
+  it('runs the program under the guard', () => {
+    expect(argv).toEqual([
+      '/repo/dist/launcher/rank-guard.js',
+      '--grace-ms=3000',
+      '--',
+      'node',
+      '-e',
+      "console.log('it''s')",
+    ]);
+  });
+
+  it('quotes words for a POSIX shell only when needed', () => {
+    expect(shellQuote('plain-word_1.js')).toBe('plain-word_1.js');
+    expect(shellQuote('')).toBe("''");
+    expect(shellQuote('a b')).toBe("'a b'");
+    expect(shellQuote("it's")).toBe("'it'\\''s'");
+    expect(shellQuote('$HOME;rm -rf /')).toBe("'$HOME;rm -rf /'");
+  });
+
+  it('builds the ssh command with cd, the environment and the guard', () => {
+    const remote = sshRemoteCommand(
+      '/work/my repo',
+      { MEMFLOW_RANK: '1', MEMFLOW_HOST_NOTE: "a 'quoted' value" },
+      ['node', ...argv],
+    );
+    expect(remote).toBe(
+      "cd '/work/my repo' && exec env MEMFLOW_RANK=1 'MEMFLOW_HOST_NOTE=a '\\''quoted'\\'' value' " +
+        "node /repo/dist/launcher/rank-guard.js --grace-ms=3000 -- node -e 'console.log('\\''it'\\'''\\''s'\\'')'",
+    );
+    expect(sshArgv('node2', remote)).toEqual(['-o', 'BatchMode=yes', 'node2', remote]);
+  });
+
+  it('splits a template into words, substitutes {host} and appends the command', () => {
+    const words = splitTemplate(`ip netns exec {host}  sudo -u "my user" a\\ b 'x{host}y'`);
+    expect(words).toEqual([
+      'ip',
+      'netns',
+      'exec',
+      '{host}',
+      'sudo',
+      '-u',
+      'my user',
+      'a b',
+      'x{host}y',
+    ]);
+    expect(execTemplateArgv(words, 'ns1', ['node', 'guard.js'])).toEqual([
+      'ip',
+      'netns',
+      'exec',
+      'ns1',
+      'sudo',
+      '-u',
+      'my user',
+      'a b',
+      'xns1y',
+      'node',
+      'guard.js',
+    ]);
+  });
+});
+
+describe('guard frames', () => {
+  it('reassembles frames from chunks cut anywhere', () => {
+    const stream = Buffer.concat([
+      ...encodeData(Buffer.from('hello')),
+      encodeFrame(FRAME.stdinEof),
+      encodeFrame(FRAME.terminate),
+    ]);
+    for (let cut = 0; cut <= stream.length; cut++) {
+      const decoder = new FrameDecoder();
+      const frames = [
+        ...decoder.push(stream.subarray(0, cut)),
+        ...decoder.push(stream.subarray(cut)),
+      ];
+      expect(frames.map((f) => [f.type, f.payload.toString()])).toEqual([
+        [FRAME.data, 'hello'],
+        [FRAME.stdinEof, ''],
+        [FRAME.terminate, ''],
+      ]);
+    }
+  });
+
+  it('cuts large stdin data into frames of the maximum payload', () => {
+    const frames = encodeData(Buffer.alloc(MAX_FRAME_PAYLOAD_BYTES * 2 + 1));
+    expect(frames.map((f) => f.length - 5)).toEqual([
+      MAX_FRAME_PAYLOAD_BYTES,
+      MAX_FRAME_PAYLOAD_BYTES,
+      1,
+    ]);
+  });
+
+  it('refuses an unknown frame type or an oversized length', () => {
+    expect(() => new FrameDecoder().push(Buffer.from([9, 0, 0, 0, 0]))).toThrow(
+      /unknown frame type/,
+    );
+    expect(() => new FrameDecoder().push(Buffer.from([1, 0xff, 0, 0, 0]))).toThrow(/too large/);
+  });
+
+  it('recognises a guard notice line and nothing else', () => {
+    const notice = {
+      event: 'spawn-error',
+      program: 'nope',
+      code: 'ENOENT',
+      message: 'spawn nope ENOENT',
+    } as const;
+    expect(parseGuardNotice(Buffer.from(formatGuardNotice(notice)))).toEqual(notice);
+    expect(parseGuardNotice(Buffer.from('memflow-guard {"event":"spawn-error"}\n'))).toBeNull();
+    expect(parseGuardNotice(Buffer.from('\0memflow-guard not json\n'))).toBeNull();
+  });
+});
+
+describe('output lines and exit reports', () => {
+  it('holds partial lines until their newline and hands back the rest at the end', () => {
+    const lines = new LineBuffer();
+    expect(lines.push(Buffer.from('hel')).map(String)).toEqual([]);
+    expect(lines.push(Buffer.from('lo\nwor')).map(String)).toEqual(['hello\n']);
+    expect(lines.push(Buffer.from('ld\n\nlast')).map(String)).toEqual(['world\n', '\n']);
+    expect(String(lines.flush())).toBe('last');
+    expect(lines.flush()).toBeNull();
+  });
+
+  it('cuts a line longer than the limit into pieces', () => {
+    const lines = new LineBuffer(4);
+    expect(lines.push(Buffer.from('abcdefghij\n')).map(String)).toEqual(['abcd', 'efgh', 'ij\n']);
+  });
+
+  it('tags every line and ends a partial one with a newline; untagged lines pass unchanged', () => {
+    const batch = [Buffer.from('a\n'), Buffer.from('b')];
+    expect(String(formatLines(batch, rankTag(12)))).toBe('[12] a\n[12] b\n');
+    expect(String(formatLines(batch, null))).toBe('a\nb');
+  });
+
+  it('reports statuses like a shell and names rank, host and cause', () => {
+    const rank = { rank: 2, host: 'node1', mode: 'ssh' as const };
+    expect(exitStatus({ kind: 'exited', code: 3 })).toBe(3);
+    expect(exitStatus({ kind: 'signaled', signal: 'SIGKILL' })).toBe(137);
+    expect(describeFailure(rank, { kind: 'exited', code: 3 }).text).toBe(
+      'rank 2 on node1 exited with status 3',
+    );
+    expect(describeFailure(rank, { kind: 'exited', code: 143 }).text).toBe(
+      'rank 2 on node1 exited with status 143 (SIGTERM)',
+    );
+    expect(describeFailure(rank, { kind: 'exited', code: 255 }).text).toMatch(
+      /ssh could not run it/,
+    );
+    const notice = { event: 'spawn-error', program: 'prog', code: 'ENOENT', message: '' } as const;
+    expect(exitStatus({ kind: 'exited', code: 127 }, notice)).toBe(127);
+    expect(describeFailure({ ...rank, notice }, { kind: 'exited', code: 127 })).toEqual({
+      text: 'cannot start rank 2: prog not found',
+      startError: true,
+    });
+    const notStarted = {
+      kind: 'not-started',
+      command: 'ip',
+      errorCode: 'ENOENT',
+      message: '',
+    } as const;
+    expect(exitStatus(notStarted)).toBe(127);
+    expect(describeFailure(rank, notStarted).text).toBe('cannot start rank 2: ip not found');
+  });
+});
