@@ -185,7 +185,7 @@ export function toLaunchRequest(
     tagOutput: values['tag-output'] !== false,
     onRankFailure:
       choiceOption('--on-rank-failure', text('on-rank-failure'), ['abort', 'continue'] as const) ??
-      'abort',
+      (command.kind === 'store' ? 'continue' : 'abort'),
     command,
   };
   const size = integerOption('-n', text('n'), 1, MAX_RANKS);

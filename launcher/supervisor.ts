@@ -3,8 +3,9 @@
  *
  * - When a rank fails (exits non-zero, dies of a signal, or cannot start), it prints one line
  *   naming the rank, its host and its status; by default (--on-rank-failure abort) it stops the
- *   other ranks and the launcher exits with that rank's status. With `continue` the others keep
- *   running and the launcher exits when all have ended, with rank 0's status.
+ *   other ranks and the launcher exits with that rank's status. With `continue` (the default in
+ *   store mode, which survives data-rank deaths) the others keep running and the launcher exits
+ *   when all have ended, with rank 0's status — except that rank 0 ending stops the others.
  * - SIGINT/SIGTERM/SIGHUP to the launcher stop every rank; the launcher exits 128 + signal number.
  * - Stopping a rank means a TERMINATE frame to its guard, which SIGTERMs the program's process
  *   group and SIGKILLs it after the grace period. Should a guard not end within the grace period
@@ -100,7 +101,18 @@ export class Supervisor {
       this.options.onRank0Ended?.();
     }
     // Ranks we stopped ourselves end with SIGTERM's status: that is the stop, not a new failure.
-    if (status === 0 || this.stopRequested) return;
+    if (this.stopRequested) return;
+    // Rank 0 is the root every SPMD job (and the store's coordinator) hangs on: under `continue`
+    // the job outlives any other rank, but when rank 0 ends, the job is over.
+    if (rank.rank === 0 && this.options.onRankFailure === 'continue' && this.live.size > 0) {
+      if (status !== 0)
+        this.options.report(
+          `memflow-run: ${describeFailure(rank, end).text}; stopped the other ranks`,
+        );
+      this.stopAll();
+      return;
+    }
+    if (status === 0) return;
 
     const abort = this.options.onRankFailure === 'abort';
     const othersLive = this.live.size > 0;

@@ -171,9 +171,9 @@ export class DfsClient {
     try {
       const name = options.name ?? path.basename(localPath);
       const begin = await this.request({ op: 'put-begin', name, sizeBytes }, { signal });
-      const uploadId = expectString(begin.fields, 'uploadId');
-      const chunkSizeBytes = expectPositiveInteger(begin.fields, 'chunkSizeBytes');
-      const window = expectPositiveInteger(begin.fields, 'maxChunksInFlight');
+      const uploadId = expectString(begin.fields, 'uploadId', 'put-begin');
+      const chunkSizeBytes = expectPositiveInteger(begin.fields, 'chunkSizeBytes', 'put-begin');
+      const window = expectPositiveInteger(begin.fields, 'maxChunksInFlight', 'put-begin');
       try {
         const sha256 = await this.sendChunks(handle, localPath, sizeBytes, {
           uploadId,
@@ -183,7 +183,7 @@ export class DfsClient {
           onProgress,
         });
         const commit = await this.request({ op: 'put-commit', uploadId, sha256 }, { signal });
-        return checkMetadata(commit.fields.metadata);
+        return checkMetadata(commit.fields.metadata, 'put-commit');
       } catch (err) {
         await this.cleanUp({ op: 'put-abort', uploadId }, err);
         throw err;
@@ -218,11 +218,11 @@ export class DfsClient {
     const targetPath = typeof dest === 'string' ? await checkTarget(dest, force) : undefined;
 
     const begin = await this.request({ op: 'get-begin', name }, { signal });
-    const readId = expectString(begin.fields, 'readId');
+    const readId = expectString(begin.fields, 'readId', 'get-begin');
     let failure: unknown;
     try {
-      const metadata = checkMetadata(begin.fields.metadata);
-      const window = expectPositiveInteger(begin.fields, 'maxChunksInFlight');
+      const metadata = checkMetadata(begin.fields.metadata, 'get-begin');
+      const window = expectPositiveInteger(begin.fields, 'maxChunksInFlight', 'get-begin');
       if (targetPath === undefined) {
         const sink = new StreamSink(dest as NodeJS.WritableStream);
         try {
@@ -248,7 +248,7 @@ export class DfsClient {
   /** Metadata of the current version of `name`. Errors: STORE_NOT_FOUND, CLIENT_UNREACHABLE, ... */
   async stat(name: string): Promise<FileMetadata> {
     const reply = await this.request({ op: 'stat', name });
-    return checkMetadata(reply.fields.metadata ?? reply.fields);
+    return checkMetadata(reply.fields.metadata ?? reply.fields, 'stat');
   }
 
   /** Every file in the store. Errors: CLIENT_UNREACHABLE, CLIENT_BAD_REPLY, STORE_* codes. */
@@ -406,32 +406,38 @@ export class DfsClient {
     let writing = Promise.resolve();
     onProgress?.({ doneBytes, totalBytes: metadata.sizeBytes });
 
-    for (const chunk of chunks) {
-      throwIfAborted(signal);
-      while (nextRequest < chunks.length && nextRequest < chunk.index + window) {
-        const fetched = this.fetchChunk(readId, nextRequest, signal);
-        // Awaited below, in order; this only keeps an early rejection from counting as unhandled.
-        void fetched.catch(() => undefined);
-        started.set(nextRequest, fetched);
-        nextRequest++;
+    try {
+      for (const chunk of chunks) {
+        throwIfAborted(signal);
+        while (nextRequest < chunks.length && nextRequest < chunk.index + window) {
+          const fetched = this.fetchChunk(readId, nextRequest, signal);
+          // Awaited below, in order; this only keeps an early rejection from counting as unhandled.
+          void fetched.catch(() => undefined);
+          started.set(nextRequest, fetched);
+          nextRequest++;
+        }
+        const fetched = started.get(chunk.index);
+        if (fetched === undefined) throw new Error(`chunk ${chunk.index} was never requested`);
+        started.delete(chunk.index);
+        const data = await fetched;
+        verifyChunk(metadata.name, chunk, data);
+        hasher.update(data);
+        // One write in flight at a time, overlapped with checking the next chunk: hashing runs on
+        // this thread, writing on libuv's pool, so the two proceed side by side.
+        await writing;
+        writing = sink.write(data).then(() => {
+          doneBytes += data.length;
+          onProgress?.({ doneBytes, totalBytes: metadata.sizeBytes });
+        });
+        // Awaited at the next chunk or below; this only keeps an early rejection handled.
+        void writing.catch(() => undefined);
       }
-      const fetched = started.get(chunk.index);
-      if (fetched === undefined) throw new Error(`chunk ${chunk.index} was never requested`);
-      started.delete(chunk.index);
-      const data = await fetched;
-      verifyChunk(metadata.name, chunk, data);
-      hasher.update(data);
-      // One write in flight at a time, overlapped with checking the next chunk: hashing runs on
-      // this thread, writing on libuv's pool, so the two proceed side by side.
       await writing;
-      writing = sink.write(data).then(() => {
-        doneBytes += data.length;
-        onProgress?.({ doneBytes, totalBytes: metadata.sizeBytes });
-      });
-      // Awaited at the next chunk or after the loop; this only keeps an early rejection handled.
-      void writing.catch(() => undefined);
+    } catch (err) {
+      // Let a write in flight finish before the caller closes and removes the file.
+      await writing.catch(() => undefined);
+      throw err;
     }
-    await writing;
     const sha256 = hasher.digestHex();
     if (sha256 !== metadata.sha256) {
       throw new DfsError(
@@ -901,23 +907,23 @@ function wireError(op: RequestOp, error: unknown): DfsError {
   return new DfsError(error.code as StoreErrorCode, error.message, detail);
 }
 
-function expectString(fields: Record<string, unknown>, key: string): string {
+function expectString(fields: Record<string, unknown>, key: string, op: string): string {
   const value = fields[key];
-  if (typeof value !== 'string') throw badReply('request', `${key} is not a string`);
+  if (typeof value !== 'string') throw badReply(op, `${key} is not a string`);
   return value;
 }
 
-function expectPositiveInteger(fields: Record<string, unknown>, key: string): number {
+function expectPositiveInteger(fields: Record<string, unknown>, key: string, op: string): number {
   const value = fields[key];
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw badReply('request', `${key} is not a positive integer`);
+    throw badReply(op, `${key} is not a positive integer`);
   }
   return value;
 }
 
-function expectCount(value: unknown, what: string): number {
+function expectCount(value: unknown, what: string, op: string): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    throw badReply('stat', `${what} is not a non-negative integer`);
+    throw badReply(op, `${what} is not a non-negative integer`);
   }
   return value;
 }
@@ -926,25 +932,25 @@ function expectCount(value: unknown, what: string): number {
  * Checks the parts of FileMetadata this client relies on: chunk indexes 0..n-1 in order, sizes
  * that add up, checksums present. Anything else is a CLIENT_BAD_REPLY, never a wrong download.
  */
-function checkMetadata(value: unknown): FileMetadata {
-  if (!isRecord(value)) throw badReply('stat', 'no metadata');
-  if (typeof value.name !== 'string') throw badReply('stat', 'metadata.name is not a string');
-  if (typeof value.sha256 !== 'string') throw badReply('stat', 'metadata.sha256 is missing');
-  const sizeBytes = expectCount(value.sizeBytes, 'metadata.sizeBytes');
-  if (!Array.isArray(value.chunks)) throw badReply('stat', 'metadata.chunks is not an array');
+function checkMetadata(value: unknown, op: string): FileMetadata {
+  if (!isRecord(value)) throw badReply(op, 'no metadata');
+  if (typeof value.name !== 'string') throw badReply(op, 'metadata.name is not a string');
+  if (typeof value.sha256 !== 'string') throw badReply(op, 'metadata.sha256 is missing');
+  const sizeBytes = expectCount(value.sizeBytes, 'metadata.sizeBytes', op);
+  if (!Array.isArray(value.chunks)) throw badReply(op, 'metadata.chunks is not an array');
   let total = 0;
   value.chunks.forEach((chunk: unknown, position: number) => {
     if (!isRecord(chunk) || chunk.index !== position) {
-      throw badReply('stat', `metadata.chunks[${position}] is not chunk ${position}`);
+      throw badReply(op, `metadata.chunks[${position}] is not chunk ${position}`);
     }
-    total += expectCount(chunk.sizeBytes, `chunk ${position} sizeBytes`);
+    total += expectCount(chunk.sizeBytes, `chunk ${position} sizeBytes`, op);
     if (typeof chunk.checksum !== 'string') {
-      throw badReply('stat', `chunk ${position} has no checksum`);
+      throw badReply(op, `chunk ${position} has no checksum`);
     }
     if (!Array.isArray(chunk.copies)) chunk.copies = [];
   });
   if (total !== sizeBytes) {
-    throw badReply('stat', `chunk sizes add up to ${total}, not ${sizeBytes}`);
+    throw badReply(op, `chunk sizes add up to ${total}, not ${sizeBytes}`);
   }
   return value as unknown as FileMetadata;
 }
@@ -953,7 +959,7 @@ function checkListEntry(value: unknown): ListEntry {
   if (!isRecord(value) || typeof value.name !== 'string') {
     throw badReply('list', 'an entry has no name');
   }
-  expectCount(value.sizeBytes, `sizeBytes of "${value.name}"`);
+  expectCount(value.sizeBytes, `sizeBytes of "${value.name}"`, 'list');
   return value as unknown as ListEntry;
 }
 

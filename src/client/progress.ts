@@ -99,7 +99,8 @@ export class ProgressBar {
     if (now - this.lastDrawMs < this.redrawIntervalMs) return;
     this.lastDrawMs = now;
     this.drawn = true;
-    const columns = this.options.stream.columns ?? 80;
+    // columns is 0 or missing when the size is unknown (e.g. under script(1)).
+    const columns = this.options.stream.columns || 80;
     const line = renderProgressLine(this.options.label, this.latest, now - this.startMs, columns);
     this.options.stream.write(`\r${line}\x1b[K`);
   }

@@ -561,8 +561,14 @@ export class Journal {
           batch.waiters.push(item);
         }
         this.writing = batch;
-        await this.writeBatch(batch);
-        this.writing = undefined;
+        try {
+          await this.writeBatch(batch);
+        } catch (err) {
+          // writeBatch settles its waiters on I/O errors; this is for the unexpected (no memory
+          // for the concatenated batch): nobody may be left waiting forever.
+          this.writing = undefined;
+          for (const w of batch.waiters) w.reject(ioError(err, 'cannot write to the journal'));
+        }
       }
     } finally {
       this.running = false;
@@ -574,6 +580,7 @@ export class Journal {
 
   private async writeBatch(batch: Batch): Promise<void> {
     const fail = (err: StoreError): void => {
+      this.writing = undefined;
       for (const w of batch.waiters) w.reject(err);
     };
     if (this.failed) return fail(this.failed);
@@ -611,6 +618,9 @@ export class Journal {
     log.bytes += data.byteLength;
     this.syncs++;
     batch.durable = true;
+    // From here on the appends count as settled: a compaction asked for after this point
+    // receives records that include them, so it must not carry them into the new log.
+    this.writing = undefined;
     for (const w of batch.waiters) w.resolve();
   }
 
