@@ -55,7 +55,7 @@ async function main(): Promise<void> {
         throw new Error(`--port ${a.port} is not a port number`);
       if (!Number.isInteger(a.replicas) || a.replicas < 1)
         throw new Error(`--replicas must be a whole number ≥ 1, got ${a.replicas}`);
-      const chunk = a['chunk-size'] as number | undefined;
+      const chunk = a['chunk-size'];
       if (chunk === undefined || chunk < 1 || chunk > 256 * 1024 * 1024)
         throw new Error('--chunk-size must be between 1 byte and 256 MiB');
       return true;
@@ -74,8 +74,8 @@ async function main(): Promise<void> {
     bind: argv.bind,
     dataDir: argv['data-dir'],
     replicas: argv.replicas,
-    chunkSizeBytes: argv['chunk-size'] as unknown as number,
-    capacityBytes: argv.capacity as unknown as number | undefined,
+    chunkSizeBytes: argv['chunk-size'] ?? 4 * 1024 * 1024,
+    capacityBytes: argv.capacity,
   };
   const rank = process.env.MEMFLOW_RANK ?? '?';
   const log = (line: string): void => console.error(`memflow-rank ${rank}: ${line}`);

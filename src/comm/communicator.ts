@@ -59,7 +59,7 @@ interface PendingRecv {
   source: number; // world rank or ANY_SOURCE
   tag: number;
   resolve: (m: Incoming) => void;
-  reject: (e: unknown) => void;
+  reject: (e: Error) => void;
 }
 
 /**
@@ -96,7 +96,7 @@ class Router {
       this.badMessages++;
       return;
     }
-    const msg: Incoming = { source, tag, data, payload: frames.slice(1) as Uint8Array[] };
+    const msg: Incoming = { source, tag, data, payload: frames.slice(1) };
     const comm = this.contexts.get(ctx);
     if (comm) {
       comm.deliver(msg);
@@ -326,11 +326,15 @@ export class Communicator {
     payload: readonly Uint8Array[] = [],
   ): Promise<void> {
     if (this.closed) return Promise.reject(new CommError('COMM_CLOSED', 'communicator is closed'));
-    let world: number;
-    try {
-      world = this.worldRankOf(dest);
-    } catch (err) {
-      return Promise.reject(err);
+    const world = this.group[dest];
+    if (world === undefined) {
+      return Promise.reject(
+        new CommError(
+          'COMM_BAD_ARGUMENT',
+          `rank ${dest} is outside a communicator of size ${this.size}`,
+          { ranks: [dest] },
+        ),
+      );
     }
     if (this.router.failed.has(world)) return Promise.reject(peerFailed(world, dest));
     return this.router.transport.send(world, [pack([this.contextId, tag, data]), ...payload]);

@@ -6,7 +6,7 @@
  * bounded by `maxConcurrentRequests`) and the command loop (one collective at a time, in rank 0's
  * order). Both stop when `signal` aborts or rank 0 sends 'shutdown'.
  */
-import { ANY_SOURCE, ANY_TAG, type Communicator } from '../comm/communicator.js';
+import { ANY_SOURCE, type Communicator } from '../comm/communicator.js';
 import { isCommError } from '../comm/errors.js';
 import type { ChunkStore } from '../store/chunk-store.js';
 import { StoreError } from '../store/errors.js';

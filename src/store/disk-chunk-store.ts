@@ -33,6 +33,7 @@ import { chunkChecksum } from './checksum.js';
 import {
   checkPutArguments,
   conflictError,
+  MAX_CHUNK_ID_LENGTH,
   noSpaceError,
   notFoundError,
   sortChunks,
@@ -187,7 +188,7 @@ export class DiskChunkStore implements ChunkStore {
         const match = CHUNK_FILE_PATTERN.exec(name);
         if (match === null) continue;
         const [, id = '', checksum = ''] = match;
-        if (id.length > 128 || chunkSubdir(id) !== sub) continue;
+        if (id.length > MAX_CHUNK_ID_LENGTH || chunkSubdir(id) !== sub) continue;
         files.push({ sub, name, id, checksum });
       }
     }

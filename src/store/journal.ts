@@ -687,9 +687,8 @@ export class Journal {
         const m = LOG_PATTERN.exec(name);
         if (m !== null && Number(m[1]) < generation) await unlink(join(this.dir, name));
       }
-    } catch (err) {
+    } catch {
       // Harmless: open removes logs the snapshot covers.
-      void err;
     }
   }
 }

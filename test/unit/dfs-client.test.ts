@@ -94,6 +94,8 @@ interface FakeOptions {
   failWith?: (msg: Record<string, unknown>) => WireError | undefined;
   /** Never reply to anything. */
   silent?: boolean;
+  /** Handle (and so answer) a request this many ms late, to put replies out of order. */
+  delayMs?: (msg: Record<string, unknown>) => number;
 }
 
 interface Received {
@@ -171,7 +173,10 @@ class FakeCoordinator {
         if (client === undefined || head === undefined) continue;
         const msg = unpack(head) as Record<string, unknown>;
         this.received.push({ op: String(msg.op), msg, data });
-        if (!this.options.silent) this.handle(client, msg, data);
+        if (this.options.silent) continue;
+        const delayMs = this.options.delayMs?.(msg) ?? 0;
+        if (delayMs > 0) setTimeout(() => this.handle(client, msg, data), delayMs);
+        else this.handle(client, msg, data);
       }
     } catch (err) {
       if (!this.closed) throw err;
@@ -727,12 +732,18 @@ describe('requests', () => {
     expect(err.detail).toEqual({ why: op });
   });
 
-  it('matches replies to requests by id when they come out of order', async () => {
-    const f = await startFake();
+  it('matches replies to requests by id when they come out of order (stat a answered 50 ms after stat b and list)', async () => {
+    const f = await startFake({ delayMs: (msg) => (msg.name === 'a' ? 50 : 0) });
     f.put('a', content(10, 1));
     f.put('b', content(20, 2));
     const client = clientFor(f.server);
-    const [a, b, list] = await Promise.all([client.stat('a'), client.stat('b'), client.list()]);
+    const order: string[] = [];
+    const [a, b, list] = await Promise.all([
+      client.stat('a').finally(() => order.push('a')),
+      client.stat('b').finally(() => order.push('b')),
+      client.list().finally(() => order.push('list')),
+    ]);
+    expect(order.at(-1)).toBe('a');
     expect(a.sizeBytes).toBe(10);
     expect(b.sizeBytes).toBe(20);
     expect(list.map((entry) => entry.name).sort()).toEqual(['a', 'b']);
