@@ -125,7 +125,8 @@ function environOf(pid: number): Record<string, string> {
 }
 
 const isRankProgram = (p: ProcInfo): boolean =>
-  p.argv.some((w) => w.endsWith('memflow-rank.js')) && !p.argv.some((w) => w.endsWith('rank-guard.js'));
+  p.argv.some((w) => w.endsWith('memflow-rank.js')) &&
+  !p.argv.some((w) => w.endsWith('rank-guard.js'));
 const isGuard = (p: ProcInfo): boolean => p.argv.some((w) => w.endsWith('rank-guard.js'));
 
 /** Peak resident set size (VmHWM) and current RSS (VmRSS) of `pid`, in bytes. */
@@ -334,7 +335,11 @@ export class StoreProcess {
   /** Waits until no process of this store runs; throws listing the survivors at the deadline. */
   async waitNoProcessLeft(timeoutMs: number): Promise<void> {
     try {
-      await waitUntil('every process of the store gone', () => this.processes().length === 0, timeoutMs);
+      await waitUntil(
+        'every process of the store gone',
+        () => this.processes().length === 0,
+        timeoutMs,
+      );
     } catch {
       const left = this.processes().map((p) => `${p.pid} ${p.argv.join(' ')}`);
       throw new Error(`store processes still running after ${timeoutMs} ms:\n${left.join('\n')}`);

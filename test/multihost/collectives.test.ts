@@ -91,108 +91,96 @@ describe.skipIf(skipReason !== undefined)('collectives across network-namespace 
     }
   }
 
-  it(
-    `all collectives are correct with ${RANKS} ranks on ${HOSTS} hosts`,
-    async () => {
-      const hostfile = writeHostfile('hosts', hostfileFor(net(), SLOTS));
-      const result = await memflowRun(hostfile, ['--', process.execPath, CHECK], 90_000);
-      const ok = result.stdout
-        .split('\n')
-        .filter((line) => /^\[\d+\] collectives ok$/.test(line))
-        .sort();
-      expect({ code: result.code, timedOut: result.timedOut, ok, stderr: result.stderr }).toEqual({
-        code: 0,
-        timedOut: false,
-        ok: [...Array(RANKS).keys()].map((rank) => `[${rank}] collectives ok`),
-        stderr: '',
-      });
-      expect(await leftovers()).toEqual([]);
-    },
-    120_000,
-  );
+  it(`all collectives are correct with ${RANKS} ranks on ${HOSTS} hosts`, async () => {
+    const hostfile = writeHostfile('hosts', hostfileFor(net(), SLOTS));
+    const result = await memflowRun(hostfile, ['--', process.execPath, CHECK], 90_000);
+    const ok = result.stdout
+      .split('\n')
+      .filter((line) => /^\[\d+\] collectives ok$/.test(line))
+      .sort();
+    expect({ code: result.code, timedOut: result.timedOut, ok, stderr: result.stderr }).toEqual({
+      code: 0,
+      timedOut: false,
+      ok: [...Array(RANKS).keys()].map((rank) => `[${rank}] collectives ok`),
+      stderr: '',
+    });
+    expect(await leftovers()).toEqual([]);
+  }, 120_000);
 
-  it(
-    'every rank runs in its host namespace and binds the addr= of its host',
-    async () => {
-      const { hosts } = net();
-      const inodes = hosts.map((host) => namespaceInode(host.name));
-      const own = fs.statSync('/proc/self/ns/net').ino;
-      expect(new Set([own, ...inodes]).size).toBe(HOSTS + 1);
+  it('every rank runs in its host namespace and binds the addr= of its host', async () => {
+    const { hosts } = net();
+    const inodes = hosts.map((host) => namespaceInode(host.name));
+    const own = fs.statSync('/proc/self/ns/net').ino;
+    expect(new Set([own, ...inodes]).size).toBe(HOSTS + 1);
 
-      const rootPort = 7000;
-      const hostfile = writeHostfile('hosts', hostfileFor(net(), SLOTS));
-      const result = await memflowRun(
-        hostfile,
-        ['--root-port', String(rootPort), '--', process.execPath, PROBE],
-        60_000,
-      );
-      expect({ code: result.code, timedOut: result.timedOut, stderr: result.stderr }).toEqual({
-        code: 0,
-        timedOut: false,
-        stderr: '',
-      });
-      const reports = result.stdout
-        .split('\n')
-        .map((line) => /^\[(\d+)\] netns-probe (.*)$/.exec(line))
-        .filter((match) => match !== null)
-        .map((match) => ({ tag: Number(match[1]), ...(JSON.parse(match[2]!) as ProbeReport) }))
-        .sort((a, b) => a.rank - b.rank);
-      const rankToHost = [...Array(RANKS).keys()].map((rank) => Math.floor(rank / SLOTS));
-      expect(reports).toEqual(
-        rankToHost.map((h, rank) => ({
-          tag: rank,
-          rank,
-          host: hosts[h]!.addr,
-          root: `${hosts[0]!.addr}:${rootPort}`,
-          localRank: rank % SLOTS,
-          netns: inodes[h],
-          // Only lo and eth0 exist in a host namespace: the rank sees nothing of this machine.
-          addresses: ['127.0.0.1', hosts[h]!.addr],
-          world: rankToHost.map((i) => inodes[i]),
-        })),
-      );
-      expect(await leftovers()).toEqual([]);
-    },
-    90_000,
-  );
+    const rootPort = 7000;
+    const hostfile = writeHostfile('hosts', hostfileFor(net(), SLOTS));
+    const result = await memflowRun(
+      hostfile,
+      ['--root-port', String(rootPort), '--', process.execPath, PROBE],
+      60_000,
+    );
+    expect({ code: result.code, timedOut: result.timedOut, stderr: result.stderr }).toEqual({
+      code: 0,
+      timedOut: false,
+      stderr: '',
+    });
+    const reports = result.stdout
+      .split('\n')
+      .map((line) => /^\[(\d+)\] netns-probe (.*)$/.exec(line))
+      .filter((match) => match !== null)
+      .map((match) => ({ tag: Number(match[1]), ...(JSON.parse(match[2]!) as ProbeReport) }))
+      .sort((a, b) => a.rank - b.rank);
+    const rankToHost = [...Array(RANKS).keys()].map((rank) => Math.floor(rank / SLOTS));
+    expect(reports).toEqual(
+      rankToHost.map((h, rank) => ({
+        tag: rank,
+        rank,
+        host: hosts[h]!.addr,
+        root: `${hosts[0]!.addr}:${rootPort}`,
+        localRank: rank % SLOTS,
+        netns: inodes[h],
+        // Only lo and eth0 exist in a host namespace: the rank sees nothing of this machine.
+        addresses: ['127.0.0.1', hosts[h]!.addr],
+        world: rankToHost.map((i) => inodes[i]),
+      })),
+    );
+    expect(await leftovers()).toEqual([]);
+  }, 90_000);
 
-  it(
-    'an addr= that is not in its host namespace fails fast with COMM_WIREUP',
-    async () => {
-      const { hosts } = net();
-      // The second host is given the first host's address: it exists, but in another namespace.
-      const hostfile = writeHostfile(
-        'wrong-addr-hosts',
-        hostfileFor(net(), SLOTS, (host, i) => (i === 1 ? hosts[0]!.addr : host.addr)),
-      );
-      const started = Date.now();
-      const result = await memflowRun(
-        hostfile,
-        ['--', process.execPath, PROBE, '--wireup-timeout-ms', '5000'],
-        30_000,
-      );
-      const elapsedMs = Date.now() - started;
-      const wrong = hosts[0]!.addr.replaceAll('.', '\\.');
-      expect({ code: result.code, timedOut: result.timedOut }).toEqual({
-        code: 1,
-        timedOut: false,
-      });
-      expect(result.stderr).toMatch(
-        new RegExp(
-          `netns-probe failed on rank [23]: COMM_WIREUP: rank [23] cannot bind an endpoint on ${wrong}\\n`,
-        ),
-      );
-      expect(result.stderr).toMatch(
-        new RegExp(
-          `memflow-run: rank [23] on ${hosts[1]!.name} exited with status 1; stopped the other ranks\\n`,
-        ),
-      );
-      expect(result.stdout).not.toContain('netns-probe {');
-      // The bind fails at once; the launcher then stops the others (SIGTERM): well below the
-      // 5 s wire-up timeout that would end them otherwise.
-      expect(elapsedMs).toBeLessThan(15_000);
-      expect(await leftovers()).toEqual([]);
-    },
-    60_000,
-  );
+  it('an addr= that is not in its host namespace fails fast with COMM_WIREUP', async () => {
+    const { hosts } = net();
+    // The second host is given the first host's address: it exists, but in another namespace.
+    const hostfile = writeHostfile(
+      'wrong-addr-hosts',
+      hostfileFor(net(), SLOTS, (host, i) => (i === 1 ? hosts[0]!.addr : host.addr)),
+    );
+    const started = Date.now();
+    const result = await memflowRun(
+      hostfile,
+      ['--', process.execPath, PROBE, '--wireup-timeout-ms', '5000'],
+      30_000,
+    );
+    const elapsedMs = Date.now() - started;
+    const wrong = hosts[0]!.addr.replaceAll('.', '\\.');
+    expect({ code: result.code, timedOut: result.timedOut }).toEqual({
+      code: 1,
+      timedOut: false,
+    });
+    expect(result.stderr).toMatch(
+      new RegExp(
+        `netns-probe failed on rank [23]: COMM_WIREUP: rank [23] cannot bind an endpoint on ${wrong}\\n`,
+      ),
+    );
+    expect(result.stderr).toMatch(
+      new RegExp(
+        `memflow-run: rank [23] on ${hosts[1]!.name} exited with status 1; stopped the other ranks\\n`,
+      ),
+    );
+    expect(result.stdout).not.toContain('netns-probe {');
+    // The bind fails at once and the launcher stops the others (about 1 s here); without the
+    // abort, the 5 s wire-up timeout would still end them. Either way the failure is bounded.
+    expect(elapsedMs).toBeLessThan(15_000);
+    expect(await leftovers()).toEqual([]);
+  }, 60_000);
 });

@@ -116,7 +116,20 @@ export async function createTestNetwork(hostCount: number): Promise<TestNetwork>
       const port = `v${i + 1}`;
       ip(['netns', 'add', host.name]);
       ip(['-n', host.name, 'link', 'set', 'lo', 'up']);
-      ip(['-n', br, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host.name]);
+      ip([
+        '-n',
+        br,
+        'link',
+        'add',
+        port,
+        'type',
+        'veth',
+        'peer',
+        'name',
+        'eth0',
+        'netns',
+        host.name,
+      ]);
       ip(['-n', br, 'link', 'set', port, 'master', 'br0']);
       ip(['-n', br, 'link', 'set', port, 'up']);
       ip(['-n', host.name, 'addr', 'add', `${host.addr}/24`, 'dev', 'eth0']);

@@ -46,10 +46,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  const code = (err as { code?: unknown } | null)?.code;
+  const code: unknown = (err as { code?: unknown } | null)?.code;
   const message = err instanceof Error ? err.message : String(err);
   console.error(
-    `netns-probe failed on rank ${process.env.MEMFLOW_RANK}: ${String(code ?? 'ERROR')}: ${message}`,
+    `netns-probe failed on rank ${process.env.MEMFLOW_RANK}: ${typeof code === 'string' ? code : 'ERROR'}: ${message}`,
   );
   process.exit(1);
 });

@@ -1,0 +1,311 @@
+/**
+ * `npm run bench`: the file store's figures on this machine, against the targets of issue 3.
+ *
+ * Starts a local 4-rank store (rank 0 + 3 data ranks, 2 copies, 4 MiB chunks) in a fresh data
+ * dir on a free port, then measures through the DfsClient library, each figure the median of
+ * RUNS runs: upload and retrieve of a 1 GiB file (MB/s; the retrieve into a stream that drops
+ * the bytes, as `dfs-client -r -o - > /dev/null`, and again into a local file, which this
+ * machine's disk limits); 2,000 uploads and 2,000 retrieves of
+ * 4 KiB files with 16 in flight (ops/s); `list` of 10,000 files (ms). In the same run it measures
+ * the raw speed of this disk (the same 1 GiB written twice in parallel with fsync, as the two
+ * copies of an upload are) and prints the upload rate as a ratio of it. The table is printed and
+ * saved as JSON in bench/results/store.json. The store is stopped at the end, also on failure.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createCipheriv, randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { open, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { Writable } from 'node:stream';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DfsClient } from '../src/client/dfs-client.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const RUNS = Number(process.env.MEMFLOW_BENCH_RUNS ?? 3);
+const MiB = 1024 * 1024;
+const BIG_BYTES = Number(process.env.MEMFLOW_BENCH_BIG_MIB ?? 1024) * MiB;
+const SMALL_OPS = 2000;
+const SMALL_IN_FLIGHT = 16;
+const LIST_FILES = 10_000;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function startStore(dataDir: string, port: number): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    [join(ROOT, 'bin', 'memflow-run.js'), '-n', '4', '--data-dir', dataDir, '--port', String(port)],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error('the store did not become ready within 60 s')),
+      60_000,
+    );
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('MemFlow store ready')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) =>
+      reject(new Error(`the store exited (${code}) before it was ready`)),
+    );
+  });
+  return child;
+}
+
+async function stopStore(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Writes `bytes` of incompressible pseudo-random data, streaming. */
+async function writeRandomFile(path: string, bytes: number): Promise<void> {
+  const cipher = createCipheriv('aes-256-ctr', randomBytes(32), randomBytes(16));
+  const zero = Buffer.alloc(4 * MiB);
+  const handle = await open(path, 'w');
+  try {
+    for (let done = 0; done < bytes; done += zero.length)
+      await handle.write(cipher.update(zero.subarray(0, Math.min(zero.length, bytes - done))));
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The raw disk: the same buffer written to two files in parallel, fsync'd, as the two copies of an upload. */
+async function rawParallelWriteMBps(dir: string, bytes: number): Promise<number> {
+  const block = randomBytes(4 * MiB);
+  const one = async (path: string): Promise<void> => {
+    const handle = await open(path, 'w');
+    try {
+      for (let done = 0; done < bytes; done += block.length)
+        await handle.write(block, 0, Math.min(block.length, bytes - done));
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  };
+  const started = performance.now();
+  await Promise.all([one(join(dir, 'raw-a')), one(join(dir, 'raw-b'))]);
+  const seconds = (performance.now() - started) / 1000;
+  rmSync(join(dir, 'raw-a'));
+  rmSync(join(dir, 'raw-b'));
+  return bytes / 1e6 / seconds;
+}
+
+async function inParallel(
+  count: number,
+  width: number,
+  op: (i: number) => Promise<unknown>,
+): Promise<number> {
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    [...Array(width)].map(async () => {
+      for (let i = next++; i < count; i = next++) await op(i);
+    }),
+  );
+  return count / ((performance.now() - started) / 1000);
+}
+
+/** A stream that drops what it is given: retrieves measured without a local disk in the way. */
+function discard(): Writable {
+  return new Writable({
+    write(_chunk, _encoding, callback) {
+      callback();
+    },
+  });
+}
+
+interface Row {
+  what: string;
+  value: number;
+  unit: string;
+  target: string;
+  met: boolean;
+  runs: number[];
+}
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'memflow-bench-'));
+  const dataDir = join(work, 'data');
+  const port = await freePort();
+  const store = await startStore(dataDir, port);
+  const client = new DfsClient({ server: `127.0.0.1:${port}`, timeoutMs: 120_000 });
+  try {
+    const big = join(work, 'big.bin');
+    await writeRandomFile(big, BIG_BYTES);
+    const small = join(work, 'small.bin');
+    await writeFile(small, randomBytes(4096));
+
+    const up: number[] = [];
+    const down: number[] = [];
+    const downToFile: number[] = [];
+    const raw: number[] = [];
+    for (let run = 0; run < RUNS; run++) {
+      let t = performance.now();
+      await client.upload(big, { name: `big-${run}` });
+      up.push(BIG_BYTES / 1e6 / ((performance.now() - t) / 1000));
+      t = performance.now();
+      await client.download(`big-${run}`, discard());
+      down.push(BIG_BYTES / 1e6 / ((performance.now() - t) / 1000));
+      const out = join(work, `big-${run}.out`);
+      t = performance.now();
+      await client.download(`big-${run}`, out, { force: true });
+      downToFile.push(BIG_BYTES / 1e6 / ((performance.now() - t) / 1000));
+      rmSync(out);
+      await client.delete(`big-${run}`);
+      raw.push(await rawParallelWriteMBps(work, BIG_BYTES));
+    }
+
+    const smallUp: number[] = [];
+    const smallDown: number[] = [];
+    for (let run = 0; run < RUNS; run++) {
+      smallUp.push(
+        await inParallel(SMALL_OPS, SMALL_IN_FLIGHT, (i) =>
+          client.upload(small, { name: `s${run}-${i}` }),
+        ),
+      );
+      smallDown.push(
+        await inParallel(SMALL_OPS, SMALL_IN_FLIGHT, (i) =>
+          client.download(`s${run}-${i}`, discard()),
+        ),
+      );
+    }
+
+    // Fill to 10,000 files for the listing.
+    const have = RUNS * SMALL_OPS;
+    await inParallel(Math.max(0, LIST_FILES - have), SMALL_IN_FLIGHT, (i) =>
+      client.upload(small, { name: `l-${i}` }),
+    );
+    const list: number[] = [];
+    for (let run = 0; run < RUNS; run++) {
+      const t = performance.now();
+      const files = await client.list();
+      list.push(performance.now() - t);
+      if (files.length < LIST_FILES)
+        throw new Error(`list returned ${files.length} files, expected ${LIST_FILES}`);
+    }
+
+    const rows: Row[] = [
+      {
+        what: `upload ${BIG_BYTES / MiB} MiB`,
+        value: median(up),
+        unit: 'MB/s',
+        target: '≥ 350',
+        met: median(up) >= 350,
+        runs: up,
+      },
+      {
+        what: `retrieve ${BIG_BYTES / MiB} MiB`,
+        value: median(down),
+        unit: 'MB/s',
+        target: '≥ 800',
+        met: median(down) >= 800,
+        runs: down,
+      },
+      {
+        what: `retrieve ${BIG_BYTES / MiB} MiB to a local file`,
+        value: median(downToFile),
+        unit: 'MB/s',
+        target: '',
+        met: true,
+        runs: downToFile,
+      },
+      {
+        what: 'upload 4 KiB ×2000, 16 in flight',
+        value: median(smallUp),
+        unit: 'ops/s',
+        target: '≥ 3000',
+        met: median(smallUp) >= 3000,
+        runs: smallUp,
+      },
+      {
+        what: 'retrieve 4 KiB ×2000, 16 in flight',
+        value: median(smallDown),
+        unit: 'ops/s',
+        target: '≥ 6000',
+        met: median(smallDown) >= 6000,
+        runs: smallDown,
+      },
+      {
+        what: `list of ${LIST_FILES} files`,
+        value: median(list),
+        unit: 'ms',
+        target: '≤ 300',
+        met: median(list) <= 300,
+        runs: list,
+      },
+      {
+        what: "raw disk: 2 × 1 GiB fsync'd in parallel",
+        value: median(raw),
+        unit: 'MB/s',
+        target: '',
+        met: true,
+        runs: raw,
+      },
+      {
+        what: 'upload ÷ raw disk',
+        value: median(up) / median(raw),
+        unit: 'ratio',
+        target: '',
+        met: true,
+        runs: [],
+      },
+    ];
+    const cells = rows.map((r) => [
+      r.what,
+      `${r.value.toFixed(r.unit === 'ratio' ? 2 : 0)} ${r.unit}`,
+      r.target,
+      r.target ? (r.met ? 'met' : 'MISSED') : '',
+    ]);
+    const head = ['measure', 'median', 'target', ''];
+    const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+    const line = (c: string[]): string =>
+      `| ${c.map((x, i) => x.padEnd(widths[i]!)).join(' | ')} |`;
+    console.log(line(head));
+    console.log(line(widths.map((w) => '-'.repeat(w))));
+    cells.forEach((c) => console.log(line(c)));
+    const resultsDir = join(ROOT, 'bench', 'results');
+    mkdirSync(resultsDir, { recursive: true });
+    const out = join(resultsDir, 'store.json');
+    writeFileSync(
+      out,
+      `${JSON.stringify({ when: new Date().toISOString(), machine: '2 cores, Node 20', runs: RUNS, rows }, null, 2)}\n`,
+    );
+    console.log(`\nsaved ${out}`);
+  } finally {
+    client.close();
+    await stopStore(store);
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});
