@@ -60,7 +60,7 @@ async function startStore(dataDir: string, port: number): Promise<ChildProcess> 
       60_000,
     );
     let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       if (out.includes('MemFlow store ready')) {
         clearTimeout(timer);
@@ -125,7 +125,7 @@ async function inParallel(
   let next = 0;
   const started = performance.now();
   await Promise.all(
-    [...Array(width)].map(async () => {
+    Array.from({ length: width }, async () => {
       for (let i = next++; i < count; i = next++) await op(i);
     }),
   );

@@ -50,7 +50,26 @@ async function main(): Promise<void> {
       describe: "bytes each data rank offers (default: its disk's free space)",
       coerce: sizeOption('capacity'),
     })
+    .option('heartbeat-ms', {
+      type: 'number',
+      default: 1000,
+      describe: 'heartbeat period of the data ranks',
+    })
+    .option('dead-after-ms', {
+      type: 'number',
+      default: 5000,
+      describe: 'silence after which a data rank is dead and its copies are re-created',
+    })
+    .option('scrub-rate', {
+      type: 'string',
+      default: '32MiB',
+      describe: 'bytes per second each data rank re-verifies in the background (0: off)',
+      coerce: sizeOption('scrub-rate'),
+    })
     .check((a) => {
+      if (!(a['heartbeat-ms'] > 0) || !(a['dead-after-ms'] > a['heartbeat-ms'])) {
+        throw new Error('--heartbeat-ms must be > 0 and --dead-after-ms larger than it');
+      }
       if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535)
         throw new Error(`--port ${a.port} is not a port number`);
       if (!Number.isInteger(a.replicas) || a.replicas < 1)
@@ -76,6 +95,9 @@ async function main(): Promise<void> {
     replicas: argv.replicas,
     chunkSizeBytes: argv['chunk-size'] ?? 4 * 1024 * 1024,
     capacityBytes: argv.capacity,
+    heartbeatIntervalMs: argv['heartbeat-ms'],
+    deadAfterMs: argv['dead-after-ms'],
+    scrubBytesPerSecond: argv['scrub-rate'] ?? 0,
   };
   const rank = process.env.MEMFLOW_RANK ?? '?';
   const log = (line: string): void => console.error(`memflow-rank ${rank}: ${line}`);

@@ -185,11 +185,20 @@ export class Communicator {
 
   /**
    * A communicator over the members of this one whose world ranks are listed (in that order),
-   * with its own message context. Every listed member must call sub() with the same list, in the
-   * same order relative to its other sub() calls (the SPMD rule MPI_Comm_create follows).
+   * with its own message context. Every listed member must call sub() with the same list and, if
+   * no `name` is given, in the same order relative to its other sub() calls (the SPMD rule
+   * MPI_Comm_create follows). A name must be unique among the live sub-communicators.
    */
-  sub(worldRanks: readonly number[], options: CommunicatorOptions = {}): Communicator {
-    const id = `${this.contextId}.${this.subSeq++}:${worldRanks.join(',')}`;
+  sub(
+    worldRanks: readonly number[],
+    options: CommunicatorOptions & { name?: string } = {},
+  ): Communicator {
+    // A caller-given name makes the context independent of how many sub() calls each member made
+    // before (a rank that was away misses some); without one, members must call in lockstep.
+    const id =
+      options.name !== undefined
+        ? `${this.contextId}.${options.name}`
+        : `${this.contextId}.${this.subSeq++}:${worldRanks.join(',')}`;
     return new Communicator(this.router, id, [...worldRanks], {
       clock: this.clock,
       defaultTimeoutMs: this.defaultTimeoutMs,

@@ -72,6 +72,12 @@ export class Cluster {
     }));
   }
 
+  /** The rank's disk refused a write: offer nothing beyond what it holds until it reports again. */
+  markFull(rank: number): void {
+    const info = this.ranks.get(rank);
+    if (info) info.capacityBytes = Math.min(info.capacityBytes, info.usedBytes);
+  }
+
   reserve(rank: number, bytes: number): void {
     const info = this.ranks.get(rank);
     if (info) info.reservedBytes += bytes;

@@ -32,6 +32,12 @@ import { checkFit, placeChunk } from '../store/placement.js';
 import { Cluster } from './cluster.js';
 import { CommandRunner } from './commands.js';
 import { DataClient } from './data-client.js';
+import type { Transition } from './failure-detector.js';
+import { HealthMonitor } from './health.js';
+import { ANY_SOURCE } from '../comm/communicator.js';
+import { isCommError } from '../comm/errors.js';
+import { TAG_NOTICE, type Notice, type RankReport } from './messages.js';
+import { liveHolders, Repairer, wantedCopies } from './repair.js';
 import { decodeRequest } from './validate.js';
 
 /** Where committed index records are made durable (the fsync'd Journal in production). */
@@ -55,6 +61,14 @@ export interface CoordinatorOptions {
   sessionIdleMs?: number;
   /** Deadline for one chunk request to a data rank. */
   dataTimeoutMs?: number;
+  /** Heartbeat period of the data ranks; a rank is suspect after 3 missed beats. */
+  heartbeatIntervalMs?: number;
+  /** Silence after which a data rank is dead and its copies are re-created elsewhere. */
+  deadAfterMs?: number;
+  /** How long a dropped connection may stay down before its rank is dead (see FailureDetector). */
+  disconnectGraceMs?: number;
+  /** Chunk copies re-replication makes at once. */
+  repairParallelism?: number;
   /** Wall-clock time for created/modified stamps (injected so simulations are repeatable). */
   wallClockMs?: () => number;
   randomId?: () => string;
@@ -84,8 +98,11 @@ const versionKey = (f: FileVersion): string => `${f.name}\u0000${f.version}`;
 
 export class Coordinator {
   readonly cluster = new Cluster();
-  private readonly data: DataClient;
+  readonly data: DataClient;
+  readonly repairer: Repairer;
+  private readonly health: HealthMonitor;
   private readonly commands: CommandRunner;
+  private readonly stopping = new AbortController();
   private readonly uploads = new Map<string, Upload>();
   private readonly reads = new Map<string, Read>();
   private readonly pins = new Map<string, number>();
@@ -108,13 +125,40 @@ export class Coordinator {
       maxChunksInFlight: 8,
       sessionIdleMs: 60_000,
       dataTimeoutMs: 30_000,
+      heartbeatIntervalMs: 1000,
+      deadAfterMs: 5000,
+      disconnectGraceMs: Math.max(250, (options.heartbeatIntervalMs ?? 1000) / 2),
+      repairParallelism: 8,
       wallClockMs: () => Date.now(),
       randomId: () => `${Date.now().toString(36)}${(this.nextId++).toString(36)}`,
       log: () => {},
       ...options,
     };
     this.data = new DataClient(comm, this.opts.dataTimeoutMs);
-    this.commands = new CommandRunner(comm);
+    this.commands = new CommandRunner(comm, Math.min(this.opts.dataTimeoutMs, 10_000));
+    this.health = new HealthMonitor(
+      comm,
+      {
+        heartbeatIntervalMs: this.opts.heartbeatIntervalMs,
+        deadAfterMs: this.opts.deadAfterMs,
+        disconnectGraceMs: this.opts.disconnectGraceMs,
+      },
+      {
+        onReport: (report, fromDeadRank) => this.onReport(report, fromDeadRank),
+        onTransition: (t) => this.onTransition(t),
+      },
+    );
+    this.repairer = new Repairer(
+      {
+        index,
+        cluster: this.cluster,
+        data: this.data,
+        clock,
+        commit: (record) => this.commit(record),
+        log: (line) => this.opts.log(line),
+      },
+      this.opts.repairParallelism,
+    );
   }
 
   /**
@@ -135,15 +179,157 @@ export class Coordinator {
       this.opts.log(`removed ${removed} leftover chunk copies of unfinished uploads`);
       for (const report of await this.commands.report()) this.cluster.update(report);
     }
+    this.health.start(inventory.map((r) => r.rank));
+    void this.noticeLoop();
     channel.onMessage((client, frames) => void this.handle(channel, client, frames));
     this.scheduleSweep();
+    // Copies may have gone missing while the store was down (a rank not back, a disk replaced).
+    void this.repairer.schedule();
   }
 
   /** Tells the data ranks to stop and releases timers. */
   async stop(): Promise<void> {
+    this.stopping.abort();
     this.stopSweep?.();
+    this.health.close();
+    this.repairer.stop();
     await this.commands.shutdown().catch(() => undefined);
     this.data.close();
+  }
+
+  // ---- health: heartbeats, deaths, rejoins, bad copies ----------------------------------------
+
+  private onReport(report: RankReport, fromDeadRank: boolean): void {
+    const known = this.cluster.get(report.rank);
+    this.cluster.update(report);
+    if (!known) this.cluster.setState(report.rank, 'alive');
+    // A rank declared dead that speaks again (restarted on its data, or woken from a stop)
+    // rejoins: it is watched again, and what it holds is reconciled with the index.
+    if (fromDeadRank) this.health.admit(report.rank);
+  }
+
+  private onTransition(t: Transition): void {
+    this.cluster.setState(t.rank, t.to);
+    this.opts.log(`rank ${t.rank} is ${t.to} (${t.reason})`);
+    if (t.to === 'dead') {
+      this.comm.markFailed(t.rank);
+      this.data.failRank(t.rank, 'was declared dead');
+      void this.commands.reconfigure(this.liveDataRanks()).catch(() => undefined);
+      void this.repairer.schedule();
+    } else if (t.from === 'dead' && t.to === 'alive') {
+      this.comm.markAlive(t.rank);
+      void this.commands.reconfigure(this.liveDataRanks()).catch(() => undefined);
+      void this.reconcile(t.rank);
+    }
+  }
+
+  private liveDataRanks(): number[] {
+    return this.cluster
+      .all()
+      .filter((r) => r.state !== 'dead')
+      .map((r) => r.rank);
+  }
+
+  /**
+   * A rank came back with whatever it held: copies of chunks that lack copies are taken back
+   * into the index; copies of deleted files or of chunks that meanwhile got all their copies
+   * elsewhere are surplus, and deleted.
+   */
+  private async reconcile(rank: number): Promise<void> {
+    let held: Array<{ id: string; sizeBytes: number }>;
+    try {
+      held = (await this.data.request(rank, { op: 'list' })).reply.chunks ?? [];
+    } catch (err) {
+      this.opts.log(
+        `cannot list rank ${rank}'s chunks: ${err instanceof Error ? err.message : String(err)}`,
+      );
+      return;
+    }
+    const byId = new Map<string, { file: FileVersion; chunk: ChunkRecord }>();
+    for (const item of this.index.allChunks()) byId.set(item.chunk.id, item);
+    const surplus: Array<{ id: string; sizeBytes: number; ranks: number[] }> = [];
+    let reclaimed = 0;
+    for (const copy of held) {
+      const uploadId = copy.id.slice(0, copy.id.lastIndexOf('.'));
+      if (this.uploads.has(uploadId)) continue; // an upload in progress owns it
+      const item = byId.get(copy.id);
+      if (!item) {
+        surplus.push({ ...copy, ranks: [rank] });
+        continue;
+      }
+      const { file, chunk } = item;
+      if (chunk.ranks.includes(rank)) continue;
+      if (liveHolders(chunk, this.cluster).length < wantedCopies(file, this.cluster)) {
+        await this.commit({
+          op: 'set-copies',
+          name: file.name,
+          version: file.version,
+          index: chunk.index,
+          ranks: [...liveHolders(chunk, this.cluster), rank],
+        });
+        reclaimed++;
+      } else {
+        surplus.push({ ...copy, ranks: [rank] });
+      }
+    }
+    if (surplus.length > 0 || reclaimed > 0) {
+      this.opts.log(
+        `rank ${rank} rejoined: ${reclaimed} copies taken back, ${surplus.length} surplus or stale copies trimmed`,
+      );
+    }
+    this.deleteCopies(surplus);
+    void this.repairer.schedule();
+  }
+
+  /** A copy failed its checksum or vanished: drop it from the index, delete it, make a new one. */
+  private async badCopy(
+    name: string,
+    version: number,
+    chunk: ChunkRecord,
+    rank: number,
+    reason: string,
+  ): Promise<void> {
+    const current = this.index.get(name);
+    const record = current && current.version === version ? current.chunks[chunk.index] : undefined;
+    if (!record || !record.ranks.includes(rank)) return;
+    this.opts.log(
+      `copy of chunk ${chunk.index} of "${name}" on rank ${rank} is bad (${reason}); replacing it`,
+    );
+    await this.commit({
+      op: 'set-copies',
+      name,
+      version,
+      index: chunk.index,
+      ranks: record.ranks.filter((r) => r !== rank),
+    });
+    this.deleteCopies([{ id: record.id, sizeBytes: record.sizeBytes, ranks: [rank] }]);
+    void this.repairer.schedule();
+  }
+
+  /** Notices from the data ranks' scrubs. */
+  private async noticeLoop(): Promise<void> {
+    for (;;) {
+      let msg;
+      try {
+        msg = await this.comm.recv<Notice>(ANY_SOURCE, TAG_NOTICE, {
+          timeoutMs: Infinity,
+          signal: this.stopping.signal,
+        });
+      } catch (err) {
+        if (this.stopping.signal.aborted || isCommError(err, 'COMM_CLOSED')) return;
+        throw err;
+      }
+      const rank = this.comm.worldRankOf(msg.source);
+      if (msg.data.op !== 'bad-copy') continue;
+      for (const { file, chunk } of this.index.allChunks()) {
+        if (chunk.id === msg.data.chunkId) {
+          await this.badCopy(file.name, file.version, chunk, rank, msg.data.reason).catch(
+            () => undefined,
+          );
+          break;
+        }
+      }
+    }
   }
 
   dataRankCount(): number {
@@ -360,6 +546,8 @@ export class Coordinator {
         this.cluster.release(r, bytes.length, res.status === 'fulfilled');
         if (res.status === 'fulfilled') stored.push(r);
         else {
+          if (res.reason instanceof StoreError && res.reason.code === 'STORE_NO_SPACE')
+            this.cluster.markFull(r);
           refused.add(r);
           lastError = res.reason;
           this.opts.log(
@@ -479,13 +667,18 @@ export class Coordinator {
   }
 
   private async getChunk(read: Read, index: number): Promise<Uint8Array> {
-    const chunk = read.file.chunks[index];
-    if (!chunk)
+    const pinned = read.file.chunks[index];
+    if (!pinned)
       throw new StoreError('STORE_BAD_REQUEST', `"${read.file.name}" has no chunk ${index}`);
-    // Live copies first, in the order placement chose them.
-    const order = [...chunk.ranks].sort(
-      (a, b) => Number(!this.cluster.isAlive(a)) - Number(!this.cluster.isAlive(b)),
-    );
+    // Re-replication may have moved copies since the read began: ask the index for the current
+    // holders while this version is still the current one.
+    const current = this.index.get(read.file.name);
+    const chunk =
+      current && current.version === read.file.version ? (current.chunks[index] ?? pinned) : pinned;
+    // Live copies first (suspect ones after them, dead ones never), in placement order.
+    const order = chunk.ranks
+      .filter((r) => this.cluster.stateOf(r) !== 'dead')
+      .sort((a, b) => Number(!this.cluster.isAlive(a)) - Number(!this.cluster.isAlive(b)));
     const failures: string[] = [];
     for (const rank of order) {
       try {
@@ -495,7 +688,22 @@ export class Coordinator {
         failures.push(`rank ${rank}: wrong length`);
       } catch (err) {
         failures.push(`rank ${rank}: ${err instanceof Error ? err.message : String(err)}`);
+        if (
+          err instanceof StoreError &&
+          (err.code === 'STORE_CORRUPT' || err.code === 'STORE_NOT_FOUND')
+        ) {
+          void this.badCopy(read.file.name, read.file.version, chunk, rank, err.code).catch(
+            () => undefined,
+          );
+        }
       }
+    }
+    if (order.length === 0) {
+      throw new StoreError(
+        'STORE_UNAVAILABLE',
+        `no live rank holds chunk ${index} of "${read.file.name}" now (holders: ranks ${chunk.ranks.join(', ')})`,
+        { index },
+      );
     }
     this.opts.log(`no good copy of chunk ${index} of "${read.file.name}": ${failures.join('; ')}`);
     throw new StoreError(
@@ -583,16 +791,16 @@ export class Coordinator {
   }
 
   private list(): ListEntry[] {
-    const want = (f: FileVersion): number => Math.min(f.replicas, this.dataRankCount());
     return this.index.list().map((f) => {
       let health: ListEntry['health'] = 'healthy';
+      const want = wantedCopies(f, this.cluster);
       for (const c of f.chunks) {
-        const live = c.ranks.filter((r) => this.cluster.isAlive(r)).length;
+        const live = liveHolders(c, this.cluster).length;
         if (live === 0) {
           health = 'unavailable';
           break;
         }
-        if (live < want(f)) health = 'under-replicated';
+        if (live < want) health = 'under-replicated';
       }
       return {
         name: f.name,

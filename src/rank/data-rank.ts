@@ -8,16 +8,21 @@
  */
 import { ANY_SOURCE, type Communicator } from '../comm/communicator.js';
 import { isCommError } from '../comm/errors.js';
-import type { ChunkStore } from '../store/chunk-store.js';
+import type { ChunkStore, StoredChunk } from '../store/chunk-store.js';
 import { StoreError } from '../store/errors.js';
+import { chunkChecksum } from '../store/checksum.js';
+import { DataClient } from './data-client.js';
 import {
   TAG_COMMAND,
+  TAG_HEARTBEAT,
+  TAG_NOTICE,
   TAG_DATA_REPLY,
   TAG_DATA_REQUEST,
   type Command,
   type DataReply,
   type DataRequest,
   type InventoryReport,
+  type Notice,
   type RankReport,
 } from './messages.js';
 import { Semaphore } from './semaphore.js';
@@ -27,12 +32,30 @@ export interface DataRankOptions {
   /** The capacity this rank offers (from --capacity, the hostfile, or the disk's free space). */
   capacityBytes: number;
   maxConcurrentRequests?: number;
+  /** Period of the heartbeat to rank 0 (each carries this rank's usage). */
+  heartbeatIntervalMs?: number;
+  /** How long rank 0 may stay unreachable before this rank gives up and stops. */
+  deadAfterMs?: number;
+  /** Deadline of one collective a command calls for. */
+  commandTimeoutMs?: number;
+  /** Bytes per second the background scrub re-reads and verifies (0 turns it off). */
+  scrubBytesPerSecond?: number;
   log?: (line: string) => void;
 }
 
 export class DataRank {
   private readonly slots: Semaphore;
   private readonly stop = new AbortController();
+  private readonly peers: DataClient;
+  /** The communicator commands' collectives run over: the world at first, the live ranks later. */
+  private commandComm: Communicator;
+  private stopHeartbeat: () => void = () => {};
+  private stopRootWatch: () => void = () => {};
+  /** Set when the rank stopped because rank 0 is gone (run() then rejects with it). */
+  private rootLost: Error | undefined;
+  /** Stored bytes when the disk last said it was full: the capacity we offer until space is freed. */
+  private fullAtBytes: number | undefined;
+  private stopScrub: () => void = () => {};
 
   constructor(
     private readonly comm: Communicator,
@@ -40,17 +63,93 @@ export class DataRank {
     private readonly options: DataRankOptions,
   ) {
     this.slots = new Semaphore(options.maxConcurrentRequests ?? 16);
+    this.peers = new DataClient(comm, options.commandTimeoutMs ?? 30_000);
+    this.commandComm = comm;
   }
 
-  /** Runs until rank 0 says shutdown or `signal` aborts. */
+  /**
+   * Runs until rank 0 says shutdown or `signal` aborts. Rejects when rank 0 stayed unreachable
+   * for deadAfterMs (the coordinator is gone: a data rank alone serves nobody).
+   */
   async run(signal: AbortSignal): Promise<void> {
     const onAbort = (): void => this.stop.abort(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });
+    this.watchRoot();
+    this.heartbeat();
+    this.scrub();
     try {
       await Promise.all([this.requestLoop(), this.commandLoop()]);
     } finally {
       signal.removeEventListener('abort', onAbort);
+      this.stopHeartbeat();
+      this.stopRootWatch();
+      this.stopScrub();
+      this.peers.close();
     }
+    if (this.rootLost) throw this.rootLost;
+  }
+
+  private heartbeat(): void {
+    const periodMs = this.options.heartbeatIntervalMs ?? 1000;
+    const beat = (): void => {
+      if (this.stop.signal.aborted) return;
+      this.comm.send(0, TAG_HEARTBEAT, this.report()).catch(() => {
+        // Rank 0 unreachable for now: the root watch decides when to give up.
+      });
+      this.stopHeartbeat = this.comm.clock.setTimer(periodMs, beat);
+    };
+    beat();
+  }
+
+  /**
+   * The background scrub: re-reads every copy in turn, paced to scrubBytesPerSecond, and tells
+   * rank 0 about any that fails its checksum or has vanished, so it is replaced from a good copy.
+   */
+  private scrub(): void {
+    const rate = this.options.scrubBytesPerSecond ?? 32 * 1024 * 1024;
+    if (!(rate > 0)) return;
+    let queue: StoredChunk[] = [];
+    const next = (): void => {
+      if (this.stop.signal.aborted) return;
+      if (queue.length === 0) queue = this.store.list();
+      const chunk = queue.shift();
+      // An empty store looks again after a second; otherwise pace by the bytes just read.
+      const pauseMs = chunk ? Math.max(1, (chunk.sizeBytes / rate) * 1000) : 1000;
+      const check =
+        chunk && this.store.has(chunk.id)
+          ? this.store.get(chunk.id).then(() => undefined)
+          : Promise.resolve();
+      check
+        .catch((err: unknown) => {
+          if (
+            !(err instanceof StoreError) ||
+            (err.code !== 'STORE_CORRUPT' && err.code !== 'STORE_NOT_FOUND')
+          )
+            return;
+          const notice: Notice = { op: 'bad-copy', chunkId: chunk!.id, reason: err.message };
+          this.options.log?.(`scrub: ${err.message}`);
+          return this.comm.send(0, TAG_NOTICE, notice);
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          if (!this.stop.signal.aborted) this.stopScrub = this.comm.clock.setTimer(pauseMs, next);
+        });
+    };
+    this.stopScrub = this.comm.clock.setTimer(1000, next);
+  }
+
+  /** Stops this rank when its connection to rank 0 stays down for deadAfterMs. */
+  private watchRoot(): void {
+    const deadAfterMs = this.options.deadAfterMs ?? 5000;
+    this.comm.onPeerEvent((event) => {
+      if (event.rank !== 0) return;
+      this.stopRootWatch();
+      if (event.kind === 'connected') return;
+      this.stopRootWatch = this.comm.clock.setTimer(deadAfterMs, () => {
+        this.rootLost = new Error(`rank 0 has been unreachable for ${deadAfterMs} ms; stopping`);
+        this.stop.abort(this.rootLost);
+      });
+    });
   }
 
   report(): RankReport {
@@ -58,7 +157,7 @@ export class DataRank {
       rank: this.comm.worldRank,
       host: this.options.host,
       usedBytes: this.store.usedBytes(),
-      capacityBytes: this.options.capacityBytes,
+      capacityBytes: Math.min(this.options.capacityBytes, this.fullAtBytes ?? Infinity),
       chunkCount: this.store.list().length,
     };
   }
@@ -95,16 +194,36 @@ export class DataRank {
         case 'put':
           if (!bytes)
             throw new StoreError('STORE_BAD_REQUEST', `put of ${req.chunkId} carries no bytes`);
-          await this.store.put(req.chunkId, bytes, req.checksum);
+          try {
+            await this.store.put(req.chunkId, bytes, req.checksum);
+          } catch (err) {
+            // A full disk: offer no more than what is stored now, so placement moves on.
+            if (err instanceof StoreError && err.code === 'STORE_NO_SPACE')
+              this.fullAtBytes = this.store.usedBytes();
+            throw err;
+          }
           return { reply: { reqId: req.reqId, ok: true }, payload: [] };
         case 'get':
           return {
             reply: { reqId: req.reqId, ok: true },
             payload: [await this.store.get(req.chunkId)],
           };
+        case 'copy': {
+          // The copy goes straight to its new rank, not through rank 0; get() verified it.
+          const data = await this.store.get(req.chunkId);
+          await this.peers.request(
+            req.to,
+            { op: 'put', chunkId: req.chunkId, checksum: chunkChecksum(data) },
+            [data],
+          );
+          return { reply: { reqId: req.reqId, ok: true }, payload: [] };
+        }
+        case 'list':
+          return { reply: { reqId: req.reqId, ok: true, chunks: this.store.list() }, payload: [] };
         case 'delete': {
           let deleted = 0;
           for (const id of req.chunkIds) if (await this.store.delete(id)) deleted++;
+          if (deleted > 0) this.fullAtBytes = undefined;
           return { reply: { reqId: req.reqId, ok: true, deleted }, payload: [] };
         }
       }
@@ -125,27 +244,46 @@ export class DataRank {
         if (this.stop.signal.aborted || isCommError(err, 'COMM_CLOSED')) return;
         throw err;
       }
-      switch (command.op) {
-        case 'inventory': {
-          const report: InventoryReport = { ...this.report(), chunks: this.store.list() };
-          await this.comm.gather(report, 0);
-          break;
-        }
-        case 'report':
-          await this.comm.gather(this.report(), 0);
-          break;
-        case 'collect-garbage': {
-          const ids = (await this.comm.scatter<string[]>(undefined, 0)) ?? [];
-          let deleted = 0;
-          for (const id of ids) if (await this.store.delete(id)) deleted++;
-          if (deleted > 0) this.options.log?.(`removed ${deleted} chunk copies no file refers to`);
-          await this.comm.gather(deleted, 0);
-          break;
-        }
-        case 'shutdown':
-          this.stop.abort('shutdown');
-          return;
+      if (command.op === 'shutdown') {
+        this.stop.abort('shutdown');
+        return;
       }
+      try {
+        await this.runCommand(command);
+      } catch (err) {
+        // A collective that failed (a member died mid-way) is not fatal: rank 0 follows it with a
+        // 'reconfigure' over the live ranks, which starts a fresh context.
+        this.options.log?.(
+          `command ${command.op} failed: ${err instanceof Error ? err.message : String(err)}`,
+        );
+      }
+    }
+  }
+
+  private async runCommand(command: Exclude<Command, { op: 'shutdown' }>): Promise<void> {
+    const comm = this.commandComm;
+    const opts = { timeoutMs: this.options.commandTimeoutMs ?? 30_000 };
+    switch (command.op) {
+      case 'inventory': {
+        const report: InventoryReport = { ...this.report(), chunks: this.store.list() };
+        await comm.gather(report, 0, opts);
+        return;
+      }
+      case 'report':
+        await comm.gather(this.report(), 0, opts);
+        return;
+      case 'collect-garbage': {
+        const ids = (await comm.scatter<string[]>(undefined, 0, opts)) ?? [];
+        let deleted = 0;
+        for (const id of ids) if (await this.store.delete(id)) deleted++;
+        if (deleted > 0) this.options.log?.(`removed ${deleted} chunk copies no file refers to`);
+        await comm.gather(deleted, 0, opts);
+        return;
+      }
+      case 'reconfigure':
+        if (this.commandComm !== this.comm) this.commandComm.close();
+        this.commandComm = this.comm.sub(command.group, { name: `cmd${command.epoch}` });
+        return;
     }
   }
 }

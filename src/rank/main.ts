@@ -23,6 +23,10 @@ export interface StoreOptions {
   chunkSizeBytes: number;
   /** Capacity offered by each data rank; undefined = the disk's free space plus what it holds. */
   capacityBytes: number | undefined;
+  heartbeatIntervalMs: number;
+  deadAfterMs: number;
+  /** Bytes per second each data rank's scrub re-verifies (0: off). */
+  scrubBytesPerSecond: number;
 }
 
 export interface RunningRank {
@@ -50,7 +54,14 @@ export async function runStore(
     const capacityBytes =
       options.capacityBytes ??
       (hostCapacity ? parseSize(hostCapacity) : (await freeBytes(rankDir)) + store.usedBytes());
-    const dataRank = new DataRank(comm, store, { host, capacityBytes, log });
+    const dataRank = new DataRank(comm, store, {
+      host,
+      capacityBytes,
+      log,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      deadAfterMs: options.deadAfterMs,
+      scrubBytesPerSecond: options.scrubBytesPerSecond,
+    });
     const stopper = new AbortController();
     const done = dataRank.run(stopper.signal).finally(() => world.finalize());
     return {
@@ -69,6 +80,8 @@ export async function runStore(
   const coordinator = new Coordinator(comm, index, journal, clock, {
     replicas: options.replicas,
     chunkSizeBytes: options.chunkSizeBytes,
+    heartbeatIntervalMs: options.heartbeatIntervalMs,
+    deadAfterMs: options.deadAfterMs,
     log,
   });
   const service = await ServiceSocket.bind(options.bind, options.port, {

@@ -9,14 +9,27 @@
 export const TAG_DATA_REQUEST = 1; // rank 0 → data rank: DataRequest (+ chunk bytes for 'put')
 export const TAG_DATA_REPLY = 2; // data rank → rank 0: DataReply (+ chunk bytes for 'get')
 export const TAG_COMMAND = 3; // rank 0 → data ranks: Command, followed by its collective
+export const TAG_HEARTBEAT = 4; // data rank → rank 0: RankReport, every heartbeat interval
+export const TAG_NOTICE = 5; // data rank → rank 0: Notice (the scrub found a bad copy)
+
+export type Notice = { op: 'bad-copy'; chunkId: string; reason: string };
 
 export type DataRequest =
   | { op: 'put'; reqId: number; chunkId: string; checksum: string }
   | { op: 'get'; reqId: number; chunkId: string }
-  | { op: 'delete'; reqId: number; chunkIds: string[] };
+  /** Read a local copy and put it on world rank `to` (re-replication, rebalancing, repair). */
+  | { op: 'copy'; reqId: number; chunkId: string; to: number }
+  | { op: 'delete'; reqId: number; chunkIds: string[] }
+  /** The rank's inventory (for a rank that rejoins: what it holds decides what is trimmed). */
+  | { op: 'list'; reqId: number };
 
 export type DataReply =
-  | { reqId: number; ok: true; deleted?: number }
+  | {
+      reqId: number;
+      ok: true;
+      deleted?: number;
+      chunks?: Array<{ id: string; sizeBytes: number; checksum: string }>;
+    }
   | { reqId: number; ok: false; code: string; message: string };
 
 /** A data rank's view of itself, gathered by rank 0 at start-up and for status. */
@@ -40,4 +53,6 @@ export type Command =
   | { op: 'inventory' } // gather(InventoryReport)
   | { op: 'report' } // gather(RankReport)
   | { op: 'collect-garbage' } // scatter(string[] chunk ids to delete), then gather(number deleted)
+  /** No collective: from now on commands run over the communicator of these world ranks (named by epoch). */
+  | { op: 'reconfigure'; epoch: number; group: number[] }
   | { op: 'shutdown' }; // no collective: the data rank exits its loops

@@ -1,0 +1,1446 @@
+/**
+ * VolumeChunkStore: a data rank's chunks appended to a few large volume files (as in Haystack or
+ * SeaweedFS), so thousands of small puts per second share a handful of fdatasyncs instead of
+ * costing two fsyncs each as one file per chunk does (DiskChunkStore).
+ *
+ * Files in the store directory: `volume-<n>.dat`, n = 1, 2, ... written as 8 digits. Only the
+ * newest volume is appended to; when a batch would take it past volumeBytes (default 1 GiB), the
+ * next volume is started. All integers are little-endian.
+ *
+ *   volume   = file header, then records back to back
+ *   header   = 16 bytes: "MFVOLUME" (8 ASCII bytes), u32 format (1), u32 volume number n
+ *   record   = 56-byte record header, id (idLength ASCII bytes), data (dataLength bytes)
+ *   record header:
+ *     0  u32  magic 0x5243464d ("MFCR")
+ *     4  u8   type: 1 put, 2 delete (a tombstone)
+ *     5  u8   idLength, 1 to 128
+ *     6  u16  0 (reserved)
+ *     8  u64  seq: a store-wide sequence number, higher for every later put or delete
+ *     16 u32  dataLength (0 for a delete)
+ *     20 32B  BLAKE3 of the data as raw bytes (chunkChecksum in binary; for a delete: the
+ *             checksum of the chunk it deletes, for the curious)
+ *     52 u32  CRC32 (IEEE) of header bytes 0..51 followed by the id bytes
+ *
+ * State: the newest record of an id (highest seq, over all volumes) decides: a put means stored,
+ * a delete means gone. open() rebuilds the id -> location map by scanning every volume; the order
+ * of the files does not matter, only seq does. Compaction copies records verbatim, seq included,
+ * so a crash in the middle of one leaves two identical copies, which replay treats as one (the
+ * copy in the higher volume wins, the other is garbage).
+ *
+ * Durability: puts go to a write queue; one writer appends everything queued as one batch (one
+ * pwritev at an explicit position through the volume's single FileHandle), fdatasyncs once, and
+ * only then resolves the puts of the batch (group commit: puts arriving during a sync ride the
+ * next one). Deletes resolve once their tombstone is written, without waiting for a sync: a chunk
+ * that reappears after a power loss is an orphan the coordinator collects at start-up. A volume is
+ * fdatasync'd before the next one is started and the new file's directory entry is fsync'd, so
+ * only the tail of the newest volume can ever be torn.
+ *
+ * Recovery: a record is bad if its header is cut off, has no magic, fails its CRC or holds
+ * impossible fields, if it runs past the end of the file, or (for records ending in the last
+ * tailCheckBytes of the newest volume, the only place unsynced writes can be) if its data fails
+ * its BLAKE3. A bad record in the newest volume within that tail, or one cut off by the end of
+ * the file, is a torn write: it and everything after it are dropped and the file truncated to the
+ * last good record (stats().recovery.droppedTailBytes). Anywhere else it is damage: the rest of
+ * that volume is skipped (never read, never returned), the volume is no longer appended to, and
+ * stats().recovery.damagedVolumes says where; the chunks in it are missing from list(), so the
+ * coordinator's repair copies them back from other ranks. get() verifies every chunk against its
+ * checksum, so damage that open() does not see (bit rot in old records) is STORE_CORRUPT.
+ *
+ * Compaction: a volume other than the newest whose garbage (bytes of deleted or superseded puts,
+ * of tombstones, of a skipped damaged remainder) is more than half its records' bytes is rewritten:
+ * its live records are appended to the newest volume through the same write queue (in groups of a
+ * few MiB, so puts wait for a group at most), each group locked against puts and deletes of its
+ * ids, synced, then the map is pointed at the copies; when the volume holds nothing live, the file
+ * is removed. A tombstone is carried over only while a dead put of its id may still lie in some
+ * other volume (deadPuts counts those per id); otherwise it is dropped. One compaction runs at a
+ * time, in the background after deletes and volume roll-overs, or on demand with compact(). Reads
+ * during a compaction use the old copy until the new one is durable; the old file is closed when
+ * its last reader finishes.
+ *
+ * One process per directory: the data rank is the only writer.
+ */
+import { Buffer } from 'node:buffer';
+import { mkdir, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as zlib from 'node:zlib';
+import { chunkChecksum } from './checksum.js';
+import {
+  checkPutArguments,
+  conflictError,
+  MAX_CHUNK_BYTES,
+  MAX_CHUNK_ID_LENGTH,
+  noSpaceError,
+  notFoundError,
+  sortChunks,
+  validateChunkId,
+  type ChunkStore,
+  type StoredChunk,
+} from './chunk-store.js';
+import { StoreError } from './errors.js';
+
+/** Default size at which a new volume is started. */
+export const DEFAULT_VOLUME_BYTES = 1024 * 1024 * 1024;
+/** Default tail of the newest volume whose records are re-verified (data included) at open. */
+export const DEFAULT_TAIL_CHECK_BYTES = 64 * 1024 * 1024;
+/** Smallest volumeBytes accepted (tests use tiny volumes; production uses the default). */
+export const MIN_VOLUME_BYTES = 4096;
+
+export const VOLUME_FILE_HEADER_BYTES = 16;
+export const RECORD_HEADER_BYTES = 56;
+const FILE_MAGIC = 'MFVOLUME';
+const FORMAT = 1;
+const RECORD_MAGIC = 0x5243464d;
+const TYPE_PUT = 1;
+const TYPE_DELETE = 2;
+/** Largest batch written and fdatasync'd at once (one record may exceed it on its own). */
+const MAX_BATCH_BYTES = 64 * 1024 * 1024;
+/** Parts below this size are copied into one buffer per batch rather than given as iovecs. */
+const GATHER_BELOW_BYTES = 64 * 1024;
+/** Most iovecs per pwritev call (Linux IOV_MAX). */
+const MAX_IOVECS = 1024;
+const SCAN_BLOCK_BYTES = 4 * 1024 * 1024;
+/** Bytes of records one compaction step copies (puts of its ids wait at most one step). */
+const COMPACT_GROUP_BYTES = 8 * 1024 * 1024;
+/** A volume with more garbage than this share of its record bytes is compacted. */
+const GARBAGE_RATIO = 0.5;
+
+const VOLUME_PATTERN = /^volume-(\d{1,12})\.dat$/;
+const ID_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
+
+/** File name of volume n. */
+export function volumeFileName(n: number): string {
+  return `volume-${String(n).padStart(8, '0')}.dat`;
+}
+
+export interface VolumeChunkStoreOptions {
+  /** The most chunk bytes this store will hold; a put beyond it throws STORE_NO_SPACE. */
+  capacityBytes?: number;
+  /** Size at which the next volume is started (default 1 GiB). */
+  volumeBytes?: number;
+  /** Run compactions in the background after deletes and roll-overs (default true). */
+  autoCompact?: boolean;
+  /**
+   * Tail of the newest volume re-verified at open (default 64 MiB, at least the largest batch).
+   * A bad record there is taken for a torn write and cut off; elsewhere it is damage.
+   */
+  tailCheckBytes?: number;
+}
+
+export interface CompactOptions {
+  /** Compact every volume (other than the newest) whose garbage share exceeds this (0.5). */
+  minGarbageRatio?: number;
+  /**
+   * Test hook: stop after copying this many records, as a crash would, leaving the source
+   * volume in place (the store stays consistent and a later compaction finishes the job).
+   */
+  stopAfterRecords?: number;
+}
+
+export interface CompactionResult {
+  /** Volumes rewritten and removed. */
+  volumes: number[];
+  /** Records (puts and tombstones) copied into the newest volume. */
+  copiedRecords: number;
+  /** Disk bytes freed: sizes of the removed files minus the bytes copied. */
+  reclaimedBytes: number;
+  /** True when stopAfterRecords cut the compaction short. */
+  stopped: boolean;
+}
+
+export interface DamagedVolume {
+  volume: number;
+  file: string;
+  /** Where the first bad record starts; everything from here to the end is skipped. */
+  offset: number;
+  skippedBytes: number;
+  reason: string;
+}
+
+export interface VolumeChunkStoreStats {
+  chunks: number;
+  usedBytes: number;
+  volumes: number;
+  currentVolume: number;
+  /** Sum of the volume files' sizes. */
+  diskBytes: number;
+  /** Bytes in volumes that hold no live chunk data (dead records, tombstones, damage). */
+  garbageBytes: number;
+  /** fdatasyncs of volume files: far fewer than puts under concurrent load (group commit). */
+  syncs: number;
+  /** Batches written (one pwritev series each). */
+  batches: number;
+  /** Puts written (not counting idempotent repeats). */
+  puts: number;
+  compaction: {
+    running: boolean;
+    volumesCompacted: number;
+    copiedRecords: number;
+    reclaimedBytes: number;
+    /** Chunks found damaged while being copied: dropped from the store (repair restores them). */
+    corruptDropped: number;
+    lastError: string | undefined;
+  };
+  recovery: {
+    /** Bytes of torn records cut off the newest volume at open (0 after a clean shutdown). */
+    droppedTailBytes: number;
+    /** Volumes with damage found at open (their remainder is skipped) or by compaction. */
+    damagedVolumes: DamagedVolume[];
+  };
+}
+
+/** Where a chunk lives, for tests and tools (see damage()). */
+export interface ChunkLocation {
+  volume: number;
+  path: string;
+  recordOffset: number;
+  dataOffset: number;
+  sizeBytes: number;
+}
+
+// ---- CRC32 ------------------------------------------------------------------------------------
+
+let crcTable: Uint32Array | undefined;
+/** Table-driven CRC32 (IEEE), for Node versions before zlib.crc32 (added in 20.15). */
+function crc32Js(data: Uint8Array, value = 0): number {
+  if (crcTable === undefined) {
+    crcTable = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+  }
+  let crc = ~value >>> 0;
+  for (const byte of data) crc = (crcTable[(crc ^ byte) & 0xff] ?? 0) ^ (crc >>> 8);
+  return ~crc >>> 0;
+}
+
+const crc32: (data: Uint8Array, value?: number) => number =
+  typeof zlib.crc32 === 'function' ? zlib.crc32 : crc32Js;
+
+/** CRC of a record header (bytes 0..51) and the id that follows it. */
+function headerCrc(record: Buffer, idLength: number): number {
+  const head = crc32(record.subarray(0, 52));
+  return crc32(record.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + idLength), head) >>> 0;
+}
+
+// ---- encoding ---------------------------------------------------------------------------------
+
+/** Record header plus id, ready to be followed by dataLength bytes of data. */
+function encodeRecordHead(
+  type: number,
+  id: string,
+  seq: number,
+  dataLength: number,
+  checksumHex: string,
+): Buffer {
+  const head = Buffer.alloc(RECORD_HEADER_BYTES + id.length);
+  head.writeUInt32LE(RECORD_MAGIC, 0);
+  head[4] = type;
+  head[5] = id.length;
+  head.writeUInt32LE(seq % 0x1_0000_0000, 8);
+  head.writeUInt32LE(Math.floor(seq / 0x1_0000_0000), 12);
+  head.writeUInt32LE(dataLength, 16);
+  head.write(checksumHex, 20, 32, 'hex');
+  head.write(id, RECORD_HEADER_BYTES, 'latin1');
+  head.writeUInt32LE(headerCrc(head, id.length), 52);
+  return head;
+}
+
+function encodeFileHeader(volume: number): Buffer {
+  const header = Buffer.alloc(VOLUME_FILE_HEADER_BYTES);
+  header.write(FILE_MAGIC, 0, 'latin1');
+  header.writeUInt32LE(FORMAT, 8);
+  header.writeUInt32LE(volume, 12);
+  return header;
+}
+
+function fileHeaderProblem(header: Buffer, volume: number): string | undefined {
+  if (header.byteLength < VOLUME_FILE_HEADER_BYTES) return 'the volume header is cut off';
+  if (header.toString('latin1', 0, 8) !== FILE_MAGIC) return 'the file is not a volume';
+  if (header.readUInt32LE(8) !== FORMAT) return `unknown volume format ${header.readUInt32LE(8)}`;
+  if (header.readUInt32LE(12) !== volume) {
+    return `the header names volume ${header.readUInt32LE(12)}, not ${volume}`;
+  }
+  return undefined;
+}
+
+// ---- file helpers -----------------------------------------------------------------------------
+
+function errnoCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** Maps a file-system error to a StoreError: a full disk is STORE_NO_SPACE, anything else is
+ * STORE_INTERNAL carrying the errno code (EIO, EACCES, ...) for the operator. */
+function ioError(err: unknown, what: string, id?: string, neededBytes?: number): StoreError {
+  if (err instanceof StoreError) return err;
+  const code = errnoCode(err);
+  const message = err instanceof Error ? err.message : String(err);
+  const detail = {
+    ...(id !== undefined ? { id } : {}),
+    ...(code !== undefined ? { errno: code } : {}),
+  };
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new StoreError(
+      'STORE_NO_SPACE',
+      `${what}: the disk is full (${code})`,
+      { ...detail, ...(neededBytes !== undefined ? { neededBytes } : {}) },
+      { cause: err },
+    );
+  }
+  return new StoreError('STORE_INTERNAL', `${what}: ${message}`, detail, { cause: err });
+}
+
+async function fsyncDirectory(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** pwritev of all of `buffers` at `position`, continuing after short writes. */
+async function writevFully(
+  handle: FileHandle,
+  buffers: Uint8Array[],
+  position: number,
+): Promise<void> {
+  let list = buffers;
+  let pos = position;
+  while (list.length > 0) {
+    const { bytesWritten } = await handle.writev(list.slice(0, MAX_IOVECS), pos);
+    if (bytesWritten === 0) throw new Error('the file system wrote nothing (short write)');
+    pos += bytesWritten;
+    let left = bytesWritten;
+    let done = 0;
+    while (done < list.length && left >= (list[done] as Uint8Array).byteLength) {
+      left -= (list[done] as Uint8Array).byteLength;
+      done++;
+    }
+    list = list.slice(done);
+    if (left > 0 && list.length > 0) list[0] = (list[0] as Uint8Array).subarray(left);
+  }
+}
+
+/** Reads into all of `buffer` from `position`; returns the bytes read (less only at EOF). */
+async function readFully(handle: FileHandle, buffer: Buffer, position: number): Promise<number> {
+  let got = 0;
+  while (got < buffer.byteLength) {
+    const { bytesRead } = await handle.read(buffer, got, buffer.byteLength - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got;
+}
+
+/** Sequential reader over a file in large blocks, handing out views of its current block. */
+class BlockReader {
+  private block = Buffer.alloc(0);
+  private blockStart = 0;
+
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly fileBytes: number,
+  ) {}
+
+  /** A view of bytes [pos, pos+n), valid until the next call; undefined past the end. */
+  async view(pos: number, n: number): Promise<Buffer | undefined> {
+    if (pos + n > this.fileBytes) return undefined;
+    if (pos >= this.blockStart && pos + n <= this.blockStart + this.block.byteLength) {
+      return this.block.subarray(pos - this.blockStart, pos - this.blockStart + n);
+    }
+    const length = Math.min(Math.max(n, SCAN_BLOCK_BYTES), this.fileBytes - pos);
+    const next = Buffer.allocUnsafe(length);
+    const got = await readFully(this.handle, next, pos);
+    this.block = next.subarray(0, got);
+    this.blockStart = pos;
+    return got >= n ? this.block.subarray(0, n) : undefined;
+  }
+}
+
+interface ScannedRecord {
+  type: number;
+  id: string;
+  seq: number;
+  offset: number;
+  /** Header + id + data. */
+  totalBytes: number;
+  dataLength: number;
+  checksum: string;
+}
+
+interface ScanProblem {
+  offset: number;
+  reason: string;
+  /** Looks like an interrupted write (cut off by the end of the file, or bad data in the
+   * re-verified tail) rather than damage in the middle. */
+  torn: boolean;
+}
+
+/**
+ * Calls `onRecord` for each good record of a volume from its first record up to `endBytes`, in
+ * order, and returns where the good records end plus the first problem, if any. Records ending
+ * after `verifyFrom` also have their data checked against their checksum.
+ */
+async function scanVolume(
+  handle: FileHandle,
+  endBytes: number,
+  verifyFrom: number,
+  onRecord: (record: ScannedRecord) => void | Promise<void>,
+): Promise<{ end: number; problem?: ScanProblem }> {
+  const reader = new BlockReader(handle, endBytes);
+  let pos = VOLUME_FILE_HEADER_BYTES;
+  const stop = (reason: string, torn: boolean): { end: number; problem: ScanProblem } => ({
+    end: pos,
+    problem: { offset: pos, reason, torn },
+  });
+  while (pos < endBytes) {
+    const head = await reader.view(pos, RECORD_HEADER_BYTES);
+    if (head === undefined) return stop('a record header is cut off by the end of the file', true);
+    if (head.readUInt32LE(0) !== RECORD_MAGIC) return stop('no record starts here', false);
+    const idLength = head[5] ?? 0;
+    if (idLength < 1 || idLength > MAX_CHUNK_ID_LENGTH) {
+      return stop(`impossible id length ${idLength}`, false);
+    }
+    const withId = await reader.view(pos, RECORD_HEADER_BYTES + idLength);
+    if (withId === undefined) return stop('a record id is cut off by the end of the file', true);
+    if (headerCrc(withId, idLength) !== withId.readUInt32LE(52)) {
+      return stop('the record header fails its CRC', false);
+    }
+    const type = withId[4];
+    const seq = withId.readUInt32LE(8) + withId.readUInt32LE(12) * 0x1_0000_0000;
+    const dataLength = withId.readUInt32LE(16);
+    const id = withId.toString('latin1', RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + idLength);
+    if (
+      (type !== TYPE_PUT && type !== TYPE_DELETE) ||
+      withId.readUInt16LE(6) !== 0 ||
+      dataLength > MAX_CHUNK_BYTES ||
+      (type === TYPE_DELETE && dataLength !== 0) ||
+      !ID_PATTERN.test(id)
+    ) {
+      return stop('the record header passes its CRC but holds impossible fields', false);
+    }
+    const checksum = withId.toString('hex', 20, 52);
+    const totalBytes = RECORD_HEADER_BYTES + idLength + dataLength;
+    if (pos + totalBytes > endBytes)
+      return stop('a record is cut off by the end of the file', true);
+    if (type === TYPE_PUT && pos + totalBytes > verifyFrom) {
+      const data = await reader.view(pos + RECORD_HEADER_BYTES + idLength, dataLength);
+      if (data === undefined) return stop('a record is cut off by the end of the file', true);
+      if (chunkChecksum(data) !== checksum) {
+        return stop('the data of a record near the end does not match its checksum', true);
+      }
+    }
+    await onRecord({ type, id, seq, offset: pos, totalBytes, dataLength, checksum });
+    pos += totalBytes;
+  }
+  return { end: pos };
+}
+
+/** A rejected promise for a caught value (always an Error, as the linter and callers expect). */
+function rejected(err: unknown): Promise<never> {
+  return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+}
+
+const increment = (map: Map<string, number>, key: string, by = 1): void => {
+  const value = (map.get(key) ?? 0) + by;
+  if (value > 0) map.set(key, value);
+  else map.delete(key);
+};
+
+// ---- the store --------------------------------------------------------------------------------
+
+interface Volume {
+  number: number;
+  path: string;
+  handle: FileHandle;
+  /** End of the good records: the append position of the newest volume. */
+  end: number;
+  /** Size of the file (larger than `end` when a damaged remainder is skipped). */
+  fileBytes: number;
+  /** Record bytes (header + id + data) of the live chunks in this volume, and their number. */
+  liveBytes: number;
+  liveCount: number;
+  /** Written since its last fdatasync (tombstones do not wait for one). */
+  dirty: boolean;
+  /** get()s reading from it now: a removed volume's file is closed when they finish. */
+  readers: number;
+  retired: boolean;
+  /** Set when compaction must leave it alone (damage found while compacting, an I/O error). */
+  noCompact: boolean;
+}
+
+interface Entry {
+  volume: Volume;
+  offset: number;
+  idLength: number;
+  sizeBytes: number;
+  checksum: string;
+  seq: number;
+}
+
+const recordBytesOf = (e: Entry): number => RECORD_HEADER_BYTES + e.idLength + e.sizeBytes;
+
+interface WriteItem {
+  parts: Uint8Array[];
+  bytes: number;
+  /** Resolve only after an fdatasync (puts, compaction copies), or once written (tombstones). */
+  sync: boolean;
+  resolve: (where: { volume: Volume; offset: number }) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * A ChunkStore in volume files. Open it with VolumeChunkStore.open; see ChunkStore for the
+ * contract of each method. Operations on one id are serialised (a put racing a delete of the same
+ * id ends in one of the two orders, never half of each); operations on different ids run in
+ * parallel and their writes share batches and fdatasyncs.
+ */
+export class VolumeChunkStore implements ChunkStore {
+  private readonly chunks = new Map<string, Entry>();
+  private readonly volumes = new Map<number, Volume>();
+  /** Per id: put records on disk that are no longer live (tombstones are kept while > 0). */
+  private readonly deadPuts = new Map<string, number>();
+  private readonly locks = new Map<string, Promise<void>>();
+  private used = 0;
+  private reserved = 0;
+  private nextSeq = 1;
+  private lastVolumeNumber = 0;
+
+  private readonly queue: WriteItem[] = [];
+  private writing = false;
+  private idleWaiters: (() => void)[] = [];
+
+  private compactionChain: Promise<unknown> = Promise.resolve();
+  private compactionRunning = false;
+  private backgroundScheduled = false;
+
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  /** Set when a volume can no longer be trusted (an fdatasync failed): writes reject from then. */
+  private failed: StoreError | undefined;
+
+  private readonly counters = {
+    syncs: 0,
+    batches: 0,
+    puts: 0,
+    volumesCompacted: 0,
+    copiedRecords: 0,
+    reclaimedBytes: 0,
+    corruptDropped: 0,
+  };
+  private lastCompactionError: string | undefined;
+  private droppedTailBytes = 0;
+  private readonly damaged: DamagedVolume[] = [];
+
+  private constructor(
+    readonly dir: string,
+    readonly capacityBytes: number,
+    readonly volumeBytes: number,
+    private readonly autoCompact: boolean,
+    private readonly tailCheckBytes: number,
+    // Assigned by open() before the store is handed out.
+    private current: Volume = undefined as unknown as Volume,
+  ) {}
+
+  /**
+   * Opens (creating if needed) the store in `dir`: scans every volume to rebuild the map of
+   * chunks, cuts a torn tail off the newest volume and skips damaged remainders (see the file
+   * comment; stats().recovery reports both). Never refuses to start because of damage.
+   *
+   * Throws RangeError for a negative capacity or volumeBytes below MIN_VOLUME_BYTES; StoreError
+   * STORE_INTERNAL (detail.errno) or STORE_NO_SPACE when the directory cannot be read or written.
+   */
+  static async open(dir: string, options: VolumeChunkStoreOptions = {}): Promise<VolumeChunkStore> {
+    const capacityBytes = options.capacityBytes ?? Infinity;
+    if (!(capacityBytes >= 0)) {
+      throw new RangeError(`capacityBytes must be >= 0, got ${capacityBytes}`);
+    }
+    const volumeBytes = options.volumeBytes ?? DEFAULT_VOLUME_BYTES;
+    if (!Number.isSafeInteger(volumeBytes) || volumeBytes < MIN_VOLUME_BYTES) {
+      throw new RangeError(`volumeBytes must be an integer >= ${MIN_VOLUME_BYTES}`);
+    }
+    const tailCheckBytes = options.tailCheckBytes ?? DEFAULT_TAIL_CHECK_BYTES;
+    if (!(tailCheckBytes >= 0)) {
+      throw new RangeError(`tailCheckBytes must be >= 0, got ${tailCheckBytes}`);
+    }
+    const store = new VolumeChunkStore(
+      dir,
+      capacityBytes,
+      volumeBytes,
+      options.autoCompact ?? true,
+      tailCheckBytes,
+    );
+    try {
+      await mkdir(dir, { recursive: true });
+      await store.recover();
+    } catch (err) {
+      await Promise.all([...store.volumes.values()].map((v) => v.handle.close().catch(() => {})));
+      throw ioError(err, `cannot open the chunk store in ${dir}`);
+    }
+    store.scheduleCompaction();
+    return store;
+  }
+
+  private async recover(): Promise<void> {
+    const files = (await readdir(this.dir))
+      .map((name) => VOLUME_PATTERN.exec(name))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => ({ name: m[0], number: Number(m[1]) }))
+      .filter((f) => f.number > 0)
+      .sort((a, b) => a.number - b.number);
+    type Best = { put: Entry } | { deleteSeq: number };
+    const best = new Map<string, Best>();
+    const seqOf = (b: Best): number => ('put' in b ? b.put.seq : b.deleteSeq);
+    const kill = (entry: Entry, id: string): void => {
+      entry.volume.liveBytes -= recordBytesOf(entry);
+      entry.volume.liveCount--;
+      increment(this.deadPuts, id);
+    };
+    let maxSeq = 0;
+    let current: Volume | undefined;
+
+    for (const [i, file] of files.entries()) {
+      const last = i === files.length - 1;
+      const path = join(this.dir, file.name);
+      const handle = await open(path, last ? 'r+' : 'r');
+      const fileBytes = (await handle.stat()).size;
+      const volume: Volume = {
+        number: file.number,
+        path,
+        handle,
+        end: VOLUME_FILE_HEADER_BYTES,
+        fileBytes,
+        liveBytes: 0,
+        liveCount: 0,
+        dirty: false,
+        readers: 0,
+        retired: false,
+        noCompact: false,
+      };
+      this.volumes.set(file.number, volume);
+      this.lastVolumeNumber = file.number;
+
+      const header = Buffer.alloc(VOLUME_FILE_HEADER_BYTES);
+      const headerBytes = await readFully(handle, header, 0);
+      const headerProblem = fileHeaderProblem(header.subarray(0, headerBytes), file.number);
+      if (headerProblem !== undefined) {
+        if (last && fileBytes <= VOLUME_FILE_HEADER_BYTES) {
+          // A crash while the volume was being created: start it again.
+          await handle.truncate(0);
+          await writevFully(handle, [encodeFileHeader(file.number)], 0);
+          await handle.datasync();
+          this.droppedTailBytes += fileBytes;
+          volume.fileBytes = VOLUME_FILE_HEADER_BYTES;
+          current = volume;
+        } else {
+          volume.end = Math.min(fileBytes, VOLUME_FILE_HEADER_BYTES);
+          this.damaged.push({
+            volume: file.number,
+            file: file.name,
+            offset: 0,
+            skippedBytes: fileBytes,
+            reason: headerProblem,
+          });
+        }
+        continue;
+      }
+
+      const verifyFrom = last ? fileBytes - this.tailCheckBytes : Infinity;
+      const { end, problem } = await scanVolume(handle, fileBytes, verifyFrom, (r) => {
+        maxSeq = Math.max(maxSeq, r.seq);
+        const previous = best.get(r.id);
+        if (r.type === TYPE_PUT) {
+          // >=: two copies of one record (a compaction interrupted by a crash): the later wins.
+          if (previous === undefined || r.seq >= seqOf(previous)) {
+            if (previous !== undefined && 'put' in previous) kill(previous.put, r.id);
+            const entry: Entry = {
+              volume,
+              offset: r.offset,
+              idLength: r.id.length,
+              sizeBytes: r.dataLength,
+              checksum: r.checksum,
+              seq: r.seq,
+            };
+            volume.liveBytes += r.totalBytes;
+            volume.liveCount++;
+            best.set(r.id, { put: entry });
+          } else {
+            increment(this.deadPuts, r.id);
+          }
+        } else if (previous === undefined || r.seq > seqOf(previous)) {
+          if (previous !== undefined && 'put' in previous) kill(previous.put, r.id);
+          best.set(r.id, { deleteSeq: r.seq });
+        }
+      });
+      volume.end = end;
+      if (problem === undefined) {
+        if (last) current = volume;
+      } else if (last && (problem.torn || fileBytes - end <= this.tailCheckBytes)) {
+        await handle.truncate(end);
+        await handle.datasync();
+        this.droppedTailBytes += fileBytes - end;
+        volume.fileBytes = end;
+        current = volume;
+      } else {
+        this.damaged.push({
+          volume: file.number,
+          file: file.name,
+          offset: problem.offset,
+          skippedBytes: fileBytes - end,
+          reason: problem.reason,
+        });
+      }
+    }
+
+    for (const [id, b] of best) {
+      if (!('put' in b)) continue;
+      this.chunks.set(id, b.put);
+      this.used += b.put.sizeBytes;
+    }
+    this.nextSeq = maxSeq + 1;
+    // No usable newest volume (none yet, or the newest is damaged): start a fresh one.
+    this.current = current ?? (await this.createVolume(this.lastVolumeNumber + 1));
+  }
+
+  /** Creates volume n holding its header, durably (file and directory entry). */
+  private async createVolume(n: number): Promise<Volume> {
+    const path = join(this.dir, volumeFileName(n));
+    const handle = await open(path, 'wx+');
+    try {
+      await writevFully(handle, [encodeFileHeader(n)], 0);
+      await handle.datasync();
+      await fsyncDirectory(this.dir);
+    } catch (err) {
+      await handle.close().catch(() => {});
+      await unlink(path).catch(() => {});
+      throw err;
+    }
+    this.counters.syncs++;
+    const volume: Volume = {
+      number: n,
+      path,
+      handle,
+      end: VOLUME_FILE_HEADER_BYTES,
+      fileBytes: VOLUME_FILE_HEADER_BYTES,
+      liveBytes: 0,
+      liveCount: 0,
+      dirty: false,
+      readers: 0,
+      retired: false,
+      noCompact: false,
+    };
+    this.volumes.set(n, volume);
+    this.lastVolumeNumber = n;
+    return volume;
+  }
+
+  // ---- per-id locks ---------------------------------------------------------------------------
+
+  /** Waits for every earlier operation on `id`, then returns the function that releases it. */
+  private lock(id: string): Promise<() => void> {
+    const previous = this.locks.get(id) ?? Promise.resolve();
+    let release = (): void => {};
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const tail = previous.then(() => mine);
+    this.locks.set(id, tail);
+    return previous.then(() => () => {
+      release();
+      if (this.locks.get(id) === tail) this.locks.delete(id);
+    });
+  }
+
+  private async serialized<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const release = await this.lock(id);
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  private checkWritable(): void {
+    if (this.closed) throw new StoreError('STORE_UNAVAILABLE', 'the chunk store is closed');
+    if (this.failed) throw this.failed;
+  }
+
+  // ---- ChunkStore -----------------------------------------------------------------------------
+
+  async put(id: string, data: Uint8Array, checksum: string): Promise<void> {
+    checkPutArguments(id, data, checksum);
+    this.checkWritable();
+    await this.serialized(id, async () => {
+      const existing = this.chunks.get(id);
+      if (existing !== undefined) {
+        if (existing.checksum === checksum) return;
+        throw conflictError(id, existing.checksum, checksum);
+      }
+      const sizeBytes = data.byteLength;
+      const free = this.capacityBytes - this.used - this.reserved;
+      if (sizeBytes > free) throw noSpaceError(id, sizeBytes, Math.max(0, free));
+      this.checkWritable();
+      this.reserved += sizeBytes;
+      try {
+        const seq = this.nextSeq++;
+        const head = encodeRecordHead(TYPE_PUT, id, seq, sizeBytes, checksum);
+        const where = await this.enqueue([head, data], head.byteLength + sizeBytes, true);
+        const entry: Entry = {
+          volume: where.volume,
+          offset: where.offset,
+          idLength: id.length,
+          sizeBytes,
+          checksum,
+          seq,
+        };
+        this.chunks.set(id, entry);
+        this.used += sizeBytes;
+        where.volume.liveBytes += recordBytesOf(entry);
+        where.volume.liveCount++;
+        this.counters.puts++;
+      } catch (err) {
+        throw ioError(err, `cannot store chunk ${id}`, id, sizeBytes);
+      } finally {
+        this.reserved -= sizeBytes;
+      }
+    });
+  }
+
+  async get(id: string): Promise<Buffer> {
+    validateChunkId(id);
+    if (this.closed) throw new StoreError('STORE_UNAVAILABLE', 'the chunk store is closed');
+    const entry = this.chunks.get(id);
+    if (entry === undefined) throw notFoundError(id);
+    const volume = entry.volume;
+    const data = Buffer.allocUnsafeSlow(entry.sizeBytes);
+    let got: number;
+    volume.readers++;
+    try {
+      got = await readFully(
+        volume.handle,
+        data,
+        entry.offset + RECORD_HEADER_BYTES + entry.idLength,
+      );
+    } catch (err) {
+      throw ioError(err, `cannot read chunk ${id}`, id);
+    } finally {
+      volume.readers--;
+      if (volume.retired && volume.readers === 0) void volume.handle.close().catch(() => {});
+    }
+    const actual = chunkChecksum(data.subarray(0, got));
+    if (got !== entry.sizeBytes || actual !== entry.checksum) {
+      throw new StoreError(
+        'STORE_CORRUPT',
+        `chunk ${id} in ${volumeFileName(volume.number)} no longer matches its checksum ` +
+          `(${got} bytes read, ${entry.sizeBytes} stored)`,
+        {
+          id,
+          expected: entry.checksum,
+          actual,
+          sizeBytes: got,
+          storedSizeBytes: entry.sizeBytes,
+        },
+      );
+    }
+    return data;
+  }
+
+  has(id: string): boolean {
+    validateChunkId(id);
+    return this.chunks.has(id);
+  }
+
+  async delete(id: string): Promise<boolean> {
+    validateChunkId(id);
+    this.checkWritable();
+    return this.serialized(id, async () => {
+      const entry = this.chunks.get(id);
+      if (entry === undefined) return false;
+      this.checkWritable();
+      const head = encodeRecordHead(TYPE_DELETE, id, this.nextSeq++, 0, entry.checksum);
+      try {
+        await this.enqueue([head], head.byteLength, false);
+      } catch (err) {
+        throw ioError(err, `cannot delete chunk ${id}`, id);
+      }
+      this.forget(id, entry);
+      this.scheduleCompaction();
+      return true;
+    });
+  }
+
+  list(): StoredChunk[] {
+    return sortChunks(
+      [...this.chunks].map(([id, e]) => ({ id, sizeBytes: e.sizeBytes, checksum: e.checksum })),
+    );
+  }
+
+  usedBytes(): number {
+    return this.used;
+  }
+
+  // ---- beyond the interface -------------------------------------------------------------------
+
+  stats(): VolumeChunkStoreStats {
+    let diskBytes = 0;
+    let liveBytes = 0;
+    for (const v of this.volumes.values()) {
+      diskBytes += v.fileBytes;
+      liveBytes += v.liveBytes;
+    }
+    return {
+      chunks: this.chunks.size,
+      usedBytes: this.used,
+      volumes: this.volumes.size,
+      currentVolume: this.current.number,
+      diskBytes,
+      garbageBytes: diskBytes - liveBytes - this.volumes.size * VOLUME_FILE_HEADER_BYTES,
+      syncs: this.counters.syncs,
+      batches: this.counters.batches,
+      puts: this.counters.puts,
+      compaction: {
+        running: this.compactionRunning,
+        volumesCompacted: this.counters.volumesCompacted,
+        copiedRecords: this.counters.copiedRecords,
+        reclaimedBytes: this.counters.reclaimedBytes,
+        corruptDropped: this.counters.corruptDropped,
+        lastError: this.lastCompactionError,
+      },
+      recovery: {
+        droppedTailBytes: this.droppedTailBytes,
+        damagedVolumes: this.damaged.map((d) => ({ ...d })),
+      },
+    };
+  }
+
+  /** Where chunk `id` lies on disk. Throws STORE_NOT_FOUND if it is not stored. */
+  locate(id: string): ChunkLocation {
+    const entry = this.chunks.get(validateChunkId(id));
+    if (entry === undefined) throw notFoundError(id);
+    return {
+      volume: entry.volume.number,
+      path: entry.volume.path,
+      recordOffset: entry.offset,
+      dataOffset: entry.offset + RECORD_HEADER_BYTES + entry.idLength,
+      sizeBytes: entry.sizeBytes,
+    };
+  }
+
+  /**
+   * For tests: flips the bits of one byte of chunk `id` in its volume file (at `offset` within
+   * the chunk, default the middle), so the next get throws STORE_CORRUPT. Throws STORE_NOT_FOUND
+   * if `id` is not stored, RangeError if the chunk is empty or offset is out of range.
+   */
+  async damage(id: string, offset?: number): Promise<void> {
+    const where = this.locate(id);
+    const at = offset ?? Math.floor(where.sizeBytes / 2);
+    if (!Number.isInteger(at) || at < 0 || at >= where.sizeBytes) {
+      throw new RangeError(`offset ${at} is outside chunk ${id} of ${where.sizeBytes} bytes`);
+    }
+    const handle = await open(where.path, 'r+');
+    try {
+      const byte = Buffer.alloc(1);
+      await readFully(handle, byte, where.dataOffset + at);
+      byte[0] = (byte[0] ?? 0) ^ 0xff;
+      await writevFully(handle, [byte], where.dataOffset + at);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /**
+   * Compacts now, one volume at a time, every volume other than the newest whose garbage share
+   * exceeds options.minGarbageRatio (default 0.5), after any compaction already running. Puts,
+   * gets and deletes go on meanwhile. Rejects with STORE_NO_SPACE or STORE_INTERNAL when copying
+   * fails (nothing is lost: the volume being compacted stays), STORE_UNAVAILABLE after close().
+   */
+  compact(options: CompactOptions = {}): Promise<CompactionResult> {
+    try {
+      this.checkWritable();
+    } catch (err) {
+      return rejected(err);
+    }
+    const minGarbageRatio = options.minGarbageRatio ?? GARBAGE_RATIO;
+    const run = this.compactionChain.then(() =>
+      this.compactAll(minGarbageRatio, options.stopAfterRecords, true),
+    );
+    this.compactionChain = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Finishes queued writes and any running compaction step, makes the newest volume durable and
+   * closes the files. Later puts, deletes, gets and compactions reject with STORE_UNAVAILABLE;
+   * has, list and usedBytes keep answering. Idempotent.
+   */
+  close(): Promise<void> {
+    if (this.closing === undefined) {
+      this.closed = true;
+      this.closing = (async () => {
+        await this.compactionChain;
+        await this.idle();
+        if (this.current.dirty && this.failed === undefined) {
+          await this.current.handle.datasync().catch(() => {});
+        }
+        await Promise.all(
+          [...this.volumes.values()].map(async (v) => {
+            v.retired = true;
+            if (v.readers === 0) await v.handle.close().catch(() => {});
+          }),
+        );
+      })();
+    }
+    return this.closing;
+  }
+
+  // ---- bookkeeping ----------------------------------------------------------------------------
+
+  /** Drops a live entry whose record stays on disk as a dead put. */
+  private forget(id: string, entry: Entry): void {
+    this.chunks.delete(id);
+    this.used -= entry.sizeBytes;
+    entry.volume.liveBytes -= recordBytesOf(entry);
+    entry.volume.liveCount--;
+    increment(this.deadPuts, id);
+  }
+
+  // ---- the writer -----------------------------------------------------------------------------
+
+  private enqueue(
+    parts: Uint8Array[],
+    bytes: number,
+    sync: boolean,
+  ): Promise<{ volume: Volume; offset: number }> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ parts, bytes, sync, resolve, reject });
+      if (!this.writing) {
+        this.writing = true;
+        // In a microtask, so writes queued in the same synchronous stretch share the batch.
+        queueMicrotask(() => void this.drain());
+      }
+    });
+  }
+
+  private idle(): Promise<void> {
+    if (!this.writing && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        if (this.failed) {
+          for (const item of this.queue.splice(0)) item.reject(this.failed);
+          break;
+        }
+        const first = this.queue[0] as WriteItem;
+        let volume = this.current;
+        if (volume.end > VOLUME_FILE_HEADER_BYTES && volume.end + first.bytes > this.volumeBytes) {
+          try {
+            volume = await this.roll();
+          } catch (err) {
+            // Could not start the next volume (a full disk?): fail what waits, try again later.
+            for (const item of this.queue.splice(0)) item.reject(err);
+            continue;
+          }
+        }
+        const batch: WriteItem[] = [];
+        let bytes = 0;
+        while (this.queue.length > 0) {
+          const item = this.queue[0] as WriteItem;
+          if (
+            batch.length > 0 &&
+            (bytes + item.bytes > MAX_BATCH_BYTES ||
+              volume.end + bytes + item.bytes > this.volumeBytes)
+          ) {
+            break;
+          }
+          this.queue.shift();
+          batch.push(item);
+          bytes += item.bytes;
+        }
+        try {
+          await this.writeBatch(volume, batch);
+        } catch (err) {
+          // writeBatch settles its items on I/O errors; this is for the unexpected.
+          for (const item of batch) item.reject(err);
+        }
+      }
+    } finally {
+      this.writing = false;
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const wake of waiters) wake();
+    }
+  }
+
+  private async writeBatch(volume: Volume, batch: WriteItem[]): Promise<void> {
+    const start = volume.end;
+    const offsets: number[] = [];
+    const buffers: Uint8Array[] = [];
+    let small: Uint8Array[] = [];
+    let smallBytes = 0;
+    const flushSmall = (): void => {
+      if (small.length === 1) buffers.push(small[0] as Uint8Array);
+      else if (small.length > 1) buffers.push(Buffer.concat(small, smallBytes));
+      small = [];
+      smallBytes = 0;
+    };
+    let position = start;
+    for (const item of batch) {
+      offsets.push(position);
+      position += item.bytes;
+      for (const part of item.parts) {
+        if (part.byteLength === 0) continue;
+        if (part.byteLength >= GATHER_BELOW_BYTES) {
+          flushSmall();
+          buffers.push(part);
+        } else {
+          small.push(part);
+          smallBytes += part.byteLength;
+        }
+      }
+    }
+    flushSmall();
+
+    try {
+      await writevFully(volume.handle, buffers, start);
+    } catch (err) {
+      // Cut off what was written, so the next batch follows the last good record; if even that
+      // fails, later records would sit behind garbage: stop accepting writes.
+      try {
+        await volume.handle.truncate(start);
+      } catch (truncateErr) {
+        this.failed = ioError(
+          truncateErr,
+          `${volumeFileName(volume.number)} cannot cut off a failed write; restart the rank`,
+        );
+      }
+      for (const item of batch) item.reject(err);
+      return;
+    }
+    volume.end = position;
+    volume.fileBytes = position;
+    volume.dirty = true;
+    this.counters.batches++;
+    const where = (i: number): { volume: Volume; offset: number } => ({
+      volume,
+      offset: offsets[i] as number,
+    });
+    // Tombstones need not wait for the fdatasync.
+    batch.forEach((item, i) => {
+      if (!item.sync) item.resolve(where(i));
+    });
+    if (!batch.some((item) => item.sync)) return;
+    try {
+      await volume.handle.datasync();
+    } catch (err) {
+      // After a failed fsync the kernel may have dropped the dirty pages and report success next
+      // time (the PostgreSQL "fsyncgate" lesson): nothing written since can be trusted.
+      this.failed = ioError(
+        err,
+        `${volumeFileName(volume.number)} could not be fdatasync'd; restart the rank to rescan it`,
+      );
+      for (const item of batch) if (item.sync) item.reject(this.failed);
+      return;
+    }
+    volume.dirty = false;
+    this.counters.syncs++;
+    batch.forEach((item, i) => {
+      if (item.sync) item.resolve(where(i));
+    });
+  }
+
+  /** Seals the newest volume (durably) and starts the next one. */
+  private async roll(): Promise<Volume> {
+    const old = this.current;
+    if (old.dirty) {
+      await old.handle.datasync();
+      old.dirty = false;
+      this.counters.syncs++;
+    }
+    this.current = await this.createVolume(this.lastVolumeNumber + 1);
+    this.scheduleCompaction();
+    return this.current;
+  }
+
+  // ---- compaction -----------------------------------------------------------------------------
+
+  private garbageRatio(v: Volume): number {
+    const recordBytes = v.fileBytes - VOLUME_FILE_HEADER_BYTES;
+    if (recordBytes <= 0) return 1;
+    return (recordBytes - v.liveBytes) / recordBytes;
+  }
+
+  /** The sealed volume with the largest garbage share above `minRatio`, if any. */
+  private pickVolume(minRatio: number, skip: ReadonlySet<Volume>): Volume | undefined {
+    let pick: Volume | undefined;
+    let pickRatio = -1;
+    for (const v of this.volumes.values()) {
+      if (v === this.current || v.retired || v.noCompact || skip.has(v)) continue;
+      const ratio = this.garbageRatio(v);
+      if (ratio > minRatio && ratio > pickRatio) {
+        pick = v;
+        pickRatio = ratio;
+      }
+    }
+    return pick;
+  }
+
+  /** Starts a background compaction if one is worth it and none is running or queued. */
+  private scheduleCompaction(): void {
+    if (!this.autoCompact || this.closed || this.backgroundScheduled || this.compactionRunning) {
+      return;
+    }
+    if (this.pickVolume(GARBAGE_RATIO, new Set()) === undefined) return;
+    this.backgroundScheduled = true;
+    const run = this.compactionChain.then(async () => {
+      this.backgroundScheduled = false;
+      if (this.closed) return;
+      await this.compactAll(GARBAGE_RATIO, undefined, false);
+    });
+    this.compactionChain = run.catch((err: unknown) => {
+      this.lastCompactionError = err instanceof Error ? err.message : String(err);
+    });
+  }
+
+  private async compactAll(
+    minRatio: number,
+    stopAfterRecords: number | undefined,
+    explicit: boolean,
+  ): Promise<CompactionResult> {
+    const result: CompactionResult = {
+      volumes: [],
+      copiedRecords: 0,
+      reclaimedBytes: 0,
+      stopped: false,
+    };
+    this.compactionRunning = true;
+    const tried = new Set<Volume>();
+    try {
+      for (;;) {
+        if (this.closed && !explicit) break;
+        const volume = this.pickVolume(minRatio, tried);
+        if (volume === undefined) break;
+        tried.add(volume);
+        const budget =
+          stopAfterRecords === undefined ? undefined : stopAfterRecords - result.copiedRecords;
+        let outcome: { copied: number; copiedBytes: number; removed: boolean };
+        try {
+          outcome = await this.compactVolume(volume, budget);
+        } catch (err) {
+          volume.noCompact = !explicit; // the background task does not retry it in a loop
+          this.lastCompactionError = err instanceof Error ? err.message : String(err);
+          throw ioError(err, `cannot compact ${volumeFileName(volume.number)}`);
+        }
+        result.copiedRecords += outcome.copied;
+        if (outcome.removed) {
+          const reclaimed = volume.fileBytes - outcome.copiedBytes;
+          result.volumes.push(volume.number);
+          result.reclaimedBytes += reclaimed;
+          this.counters.volumesCompacted++;
+          this.counters.reclaimedBytes += reclaimed;
+        }
+        if (budget !== undefined && result.copiedRecords >= stopAfterRecords!) {
+          result.stopped = !outcome.removed || this.pickVolume(minRatio, tried) !== undefined;
+          break;
+        }
+        if (!outcome.removed && this.closed) break;
+      }
+    } finally {
+      this.compactionRunning = false;
+    }
+    return result;
+  }
+
+  /**
+   * Rewrites the live records of `volume` into the newest volume and removes its file. Copies at
+   * most `budget` records when given (then stops, the volume kept). Returns what it copied and
+   * whether the volume is gone.
+   */
+  private async compactVolume(
+    volume: Volume,
+    budget: number | undefined,
+  ): Promise<{ copied: number; copiedBytes: number; removed: boolean }> {
+    /** Put records of this volume already counted in deadPuts, per id. */
+    const deadSeen = new Map<string, number>();
+    let copied = 0;
+    let copiedBytes = 0;
+    let group: ScannedRecord[] = [];
+    let groupBytes = 0;
+    let stopped = false;
+
+    const isLive = (r: ScannedRecord): boolean => {
+      const e = this.chunks.get(r.id);
+      return e !== undefined && e.volume === volume && e.offset === r.offset;
+    };
+
+    const flush = async (): Promise<void> => {
+      const records = group;
+      group = [];
+      groupBytes = 0;
+      if (records.length === 0) return;
+      const ids = [...new Set(records.map((r) => r.id))];
+      const releases = await Promise.all(ids.map((id) => this.lock(id)));
+      try {
+        // Puts first: copy the live ones, count the others as seen.
+        const puts = records.filter((r) => r.type === TYPE_PUT);
+        const toCopy: ScannedRecord[] = [];
+        for (const r of puts) {
+          if (isLive(r) && (budget === undefined || copied + toCopy.length < budget)) {
+            toCopy.push(r);
+          } else if (!isLive(r)) {
+            increment(deadSeen, r.id);
+          } else {
+            stopped = true;
+          }
+        }
+        copied += await this.copyRecords(volume, toCopy, deadSeen, (bytes) => {
+          copiedBytes += bytes;
+        });
+        // Then tombstones: keep one only while a dead put of its id may lie in another volume
+        // and the id is not stored again (a newer put outranks every older record anyway).
+        const tombstones = records.filter(
+          (r) =>
+            r.type === TYPE_DELETE &&
+            !this.chunks.has(r.id) &&
+            (this.deadPuts.get(r.id) ?? 0) - (deadSeen.get(r.id) ?? 0) > 0,
+        );
+        const room = budget === undefined ? tombstones.length : Math.max(0, budget - copied);
+        if (room < tombstones.length) stopped = true;
+        copied += await this.copyRecords(volume, tombstones.slice(0, room), deadSeen, (bytes) => {
+          copiedBytes += bytes;
+        });
+      } finally {
+        for (const release of releases) release();
+      }
+    };
+
+    const { problem } = await scanVolume(volume.handle, volume.end, Infinity, async (r) => {
+      if (stopped || this.closed) return;
+      group.push(r);
+      groupBytes += r.type === TYPE_PUT && isLive(r) ? r.totalBytes : RECORD_HEADER_BYTES;
+      if (groupBytes >= COMPACT_GROUP_BYTES) await flush();
+    });
+    if (!stopped && !this.closed) await flush();
+
+    if (problem !== undefined) {
+      // The file changed under us since open: leave it (its live chunks stay readable, or
+      // STORE_CORRUPT) rather than delete records we could not see.
+      volume.noCompact = true;
+      this.damaged.push({
+        volume: volume.number,
+        file: volumeFileName(volume.number),
+        offset: problem.offset,
+        skippedBytes: volume.end - problem.offset,
+        reason: `found while compacting: ${problem.reason}`,
+      });
+      return { copied, copiedBytes, removed: false };
+    }
+    if (stopped || this.closed || volume.liveCount > 0) {
+      return { copied, copiedBytes, removed: false };
+    }
+
+    // Nothing live is left: the copies are durable, remove the file.
+    this.volumes.delete(volume.number);
+    volume.retired = true;
+    try {
+      await unlink(volume.path);
+      await fsyncDirectory(this.dir);
+    } finally {
+      if (volume.readers === 0) await volume.handle.close().catch(() => {});
+    }
+    // Its put records (all dead by now) are gone from the disk.
+    for (const [id, n] of deadSeen) increment(this.deadPuts, id, -n);
+    return { copied, copiedBytes, removed: true };
+  }
+
+  /**
+   * Copies `records` of `volume` verbatim into the newest volume (durably), then points the map
+   * at the copies of live puts. Called with the ids locked. A put whose data no longer matches
+   * its checksum is not copied but dropped from the store. Returns the records copied.
+   */
+  private async copyRecords(
+    volume: Volume,
+    records: ScannedRecord[],
+    deadSeen: Map<string, number>,
+    onCopiedBytes: (bytes: number) => void,
+  ): Promise<number> {
+    if (records.length === 0) return 0;
+    // Read runs of adjacent records in one go.
+    const bodies: Buffer[] = [];
+    for (let i = 0; i < records.length;) {
+      let j = i + 1;
+      let runBytes = (records[i] as ScannedRecord).totalBytes;
+      while (
+        j < records.length &&
+        runBytes < COMPACT_GROUP_BYTES &&
+        (records[j - 1] as ScannedRecord).offset + (records[j - 1] as ScannedRecord).totalBytes ===
+          (records[j] as ScannedRecord).offset
+      ) {
+        runBytes += (records[j] as ScannedRecord).totalBytes;
+        j++;
+      }
+      const start = (records[i] as ScannedRecord).offset;
+      const run = Buffer.allocUnsafe(runBytes);
+      if ((await readFully(volume.handle, run, start)) !== runBytes) {
+        throw new Error(`${volumeFileName(volume.number)} is shorter than its records`);
+      }
+      for (let k = i; k < j; k++) {
+        const r = records[k] as ScannedRecord;
+        bodies.push(run.subarray(r.offset - start, r.offset - start + r.totalBytes));
+      }
+      i = j;
+    }
+
+    const writes: Promise<{ volume: Volume; offset: number }>[] = [];
+    const written: { record: ScannedRecord; index: number }[] = [];
+    records.forEach((r, index) => {
+      const body = bodies[index] as Buffer;
+      if (r.type === TYPE_PUT) {
+        const data = body.subarray(RECORD_HEADER_BYTES + r.id.length);
+        if (chunkChecksum(data) !== r.checksum) {
+          // Damaged on disk: copying it would only move the damage (and could make a later
+          // open take it for a torn tail). Drop it; the coordinator's repair brings it back.
+          const entry = this.chunks.get(r.id);
+          if (entry !== undefined) this.forget(r.id, entry);
+          increment(deadSeen, r.id);
+          this.counters.corruptDropped++;
+          return;
+        }
+      }
+      written.push({ record: r, index });
+      writes.push(this.enqueue([body], body.byteLength, true));
+    });
+    const settled = await Promise.allSettled(writes);
+    let failure: unknown;
+    let count = 0;
+    settled.forEach((s, i) => {
+      const { record } = written[i] as { record: ScannedRecord };
+      if (s.status === 'rejected') {
+        failure ??= s.reason;
+        return;
+      }
+      count++;
+      onCopiedBytes(record.totalBytes);
+      this.counters.copiedRecords++;
+      if (record.type !== TYPE_PUT) return;
+      const entry = this.chunks.get(record.id);
+      if (entry === undefined) return;
+      // The old record becomes a dead put until its volume is removed.
+      entry.volume.liveBytes -= record.totalBytes;
+      entry.volume.liveCount--;
+      entry.volume = s.value.volume;
+      entry.offset = s.value.offset;
+      s.value.volume.liveBytes += record.totalBytes;
+      s.value.volume.liveCount++;
+      increment(this.deadPuts, record.id);
+      increment(deadSeen, record.id);
+    });
+    if (failure !== undefined)
+      throw failure instanceof Error ? failure : new Error(String(failure));
+    return count;
+  }
+}

@@ -1,0 +1,287 @@
+/**
+ * Durability, end to end. Goal: a file the store acknowledged survives whatever happens to the
+ * processes, and what was never acknowledged never shows. Stopping the whole job (SIGTERM) and
+ * starting it again on the same data dir brings back every acknowledged file byte for byte; so
+ * does a crash (SIGKILL of every rank process at once) and a SIGKILL of the launcher alone, which
+ * must leave no store process behind. A client killed while it uploads a replacement of an
+ * existing name leaves the old version readable and whole, no partial version in list, and no
+ * leftover chunks once the store restarts. A data rank killed mid-upload makes the upload succeed
+ * (then the file reads back whole) or fail with one clear error line; files acknowledged before
+ * stay readable from their other copies.
+ *
+ * Method: a real store per test (memflow-run -n 4 on a temporary data dir and a free port), driven
+ * with dfs-client as a user would; processes found and killed through /proc (helpers/
+ * store-process.ts). "Mid-upload" is observed, not guessed: the test polls the data dirs until
+ * the chunk file count grows past what the committed files hold, then kills. Leftovers are
+ * counted exactly: after a restart the chunk files on disk must be the copies the committed files
+ * list in their metadata, nothing more.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { FileMetadata, ListEntry } from '../../src/protocol/client-protocol.js';
+import {
+  KiB,
+  MiB,
+  StoreProcess,
+  cleanupStores,
+  describeRun,
+  dfs,
+  isRunning,
+  makeTempDir,
+  sha256Of,
+  startDfs,
+  tempChunkFilesUnder,
+  waitUntil,
+  writePseudoRandomFile,
+  type DfsResult,
+} from '../helpers/store-process.js';
+
+afterEach(async () => {
+  await cleanupStores();
+});
+
+async function client(
+  store: StoreProcess,
+  args: string[],
+  code: number,
+  timeoutMs = 30_000,
+): Promise<DfsResult> {
+  const result = await dfs(store.server, args, { timeoutMs });
+  expect(result.code, `${describeRun(args, result)}\n${store.transcript()}`).toBe(code);
+  return result;
+}
+
+async function listJson(store: StoreProcess): Promise<ListEntry[]> {
+  const result = await client(store, ['list', '--json'], 0);
+  return JSON.parse(result.stdout.toString('utf8')) as ListEntry[];
+}
+
+async function metadataOf(store: StoreProcess, name: string): Promise<FileMetadata> {
+  const result = await client(store, [name, '-m', '--json'], 0);
+  return JSON.parse(result.stdout.toString('utf8')) as FileMetadata;
+}
+
+/** Chunk copies the committed files need: the sum over every file's chunks of its copies. */
+async function copiesNeeded(store: StoreProcess): Promise<number> {
+  let total = 0;
+  for (const entry of await listJson(store)) {
+    const meta = await metadataOf(store, entry.name);
+    for (const chunk of meta.chunks) total += chunk.copies.length;
+  }
+  return total;
+}
+
+interface Acknowledged {
+  /** sha256 of the current content by name (deleted names are absent). */
+  files: Map<string, string>;
+  version: Map<string, number>;
+  deleted: string[];
+}
+
+/**
+ * Uploads a mixed set through dfs-client and returns what the store acknowledged: sizes around
+ * the chunk edges (64 KiB chunks), a replaced name (version 2) and a deleted one.
+ */
+async function uploadMixedSet(store: StoreProcess, work: string): Promise<Acknowledged> {
+  const acked: Acknowledged = { files: new Map(), version: new Map(), deleted: [] };
+  const put = async (name: string, size: number, seed = name): Promise<void> => {
+    const file = path.join(work, `${seed}.src`);
+    const sha = await writePseudoRandomFile(file, size, seed);
+    await client(store, [file, '-a', '--as', name], 0);
+    acked.files.set(name, sha);
+    acked.version.set(name, (acked.version.get(name) ?? 0) + 1);
+  };
+  await put('empty.bin', 0);
+  await put('one-byte.bin', 1);
+  await put('one-chunk.bin', 64 * KiB);
+  await put('chunk-plus-one.bin', 64 * KiB + 1);
+  await put('two-mib.bin', 2 * MiB);
+  await put('résumé 2024.pdf', 100_000);
+  await put('replaced.bin', 300_000, 'replaced-v1');
+  await put('replaced.bin', 200_000, 'replaced-v2');
+  await put('deleted.bin', 150_000);
+  await client(store, ['deleted.bin', '-d'], 0);
+  acked.files.delete('deleted.bin');
+  acked.deleted.push('deleted.bin');
+  return acked;
+}
+
+/** Every acknowledged file is listed, at its version, and reads back byte for byte. */
+async function expectAllBack(store: StoreProcess, acked: Acknowledged): Promise<void> {
+  const listed = (await listJson(store)).map((f) => f.name).sort();
+  expect(listed).toEqual([...acked.files.keys()].sort());
+  for (const [name, sha] of acked.files) {
+    const back = await client(store, [name, '-r', '-o', '-'], 0);
+    expect(sha256Of(back.stdout), `content of ${name}`).toBe(sha);
+    const meta = await metadataOf(store, name);
+    expect(meta.sha256).toBe(sha);
+    expect(meta.version, `version of ${name}`).toBe(acked.version.get(name));
+  }
+  for (const name of acked.deleted) await client(store, [name, '-m'], 3);
+}
+
+describe('restart on the same data dir (64 KiB chunks)', () => {
+  it('SIGTERM of the whole job (exit 143, no process left), then restart: every acknowledged file is back byte for byte, no chunk left over', async () => {
+    const work = makeTempDir('durability-work');
+    const store = await StoreProcess.start({ chunkSize: '64K' });
+    const acked = await uploadMixedSet(store, work);
+
+    expect(await store.stop()).toEqual({ code: 143, signal: null });
+    expect(store.processes()).toEqual([]);
+
+    const again = await store.restart();
+    expect(again.stdout.join('\n')).toContain(`${acked.files.size} files)`);
+    await expectAllBack(again, acked);
+    expect(again.chunkFiles()).toHaveLength(await copiesNeeded(again));
+    expect(tempChunkFilesUnder(again.dataDir)).toEqual([]);
+  });
+
+  it('SIGKILL of every rank process at once (a crash), then restart: every acknowledged file is back byte for byte', async () => {
+    const work = makeTempDir('durability-work');
+    const store = await StoreProcess.start({ chunkSize: '64K' });
+    const acked = await uploadMixedSet(store, work);
+
+    const rankPids = [...store.rankPids.values()];
+    expect(rankPids).toHaveLength(4);
+    for (const pid of rankPids) process.kill(pid, 'SIGKILL');
+    await store.ended(20_000);
+    await store.waitNoProcessLeft(10_000);
+
+    const again = await store.restart();
+    await expectAllBack(again, acked);
+    expect(tempChunkFilesUnder(again.dataDir)).toEqual([]);
+  });
+
+  it('SIGKILL of the launcher alone leaves no store process within 10 s; restart: every acknowledged file is back', async () => {
+    const work = makeTempDir('durability-work');
+    const store = await StoreProcess.start({ chunkSize: '64K' });
+    const acked = await uploadMixedSet(store, work);
+    const pids = store.processes().map((p) => p.pid);
+    expect(pids.length).toBeGreaterThanOrEqual(9); // launcher + 4 guards + 4 ranks
+
+    store.launcher.kill('SIGKILL');
+    expect((await store.ended(10_000)).signal).toBe('SIGKILL');
+    await store.waitNoProcessLeft(10_000);
+    expect(pids.filter(isRunning)).toEqual([]);
+
+    const again = await store.restart();
+    await expectAllBack(again, acked);
+  });
+});
+
+describe('interrupted uploads', () => {
+  it('SIGKILL of a client uploading a 200 MiB replacement of an existing name: the old version stays whole, list shows no partial version, no chunk left after restart', async () => {
+    const work = makeTempDir('durability-work');
+    const store = await StoreProcess.start();
+    const oldFile = path.join(work, 'old.src');
+    const oldSha = await writePseudoRandomFile(oldFile, 5 * MiB + 123, 'old version');
+    await client(store, [oldFile, '-a', '--as', 'big.bin'], 0);
+    const otherFile = path.join(work, 'other.src');
+    const otherSha = await writePseudoRandomFile(otherFile, 3 * MiB, 'bystander');
+    await client(store, [otherFile, '-a', '--as', 'other.bin'], 0);
+    const committedCopies = store.chunkFiles().length;
+    expect(committedCopies).toBe(await copiesNeeded(store));
+
+    const newFile = path.join(work, 'new.src');
+    await writePseudoRandomFile(newFile, 200 * MiB, 'new version');
+    const upload = startDfs([newFile, '-a', '--as', 'big.bin', '--server', store.server], {
+      timeoutMs: 60_000,
+    });
+    // Mid-upload for certain: chunks of the new version are on disk.
+    await waitUntil(
+      'chunks of the new upload on disk',
+      () => store.chunkFiles().length > committedCopies,
+      20_000,
+      5,
+    );
+    upload.child.kill('SIGKILL');
+    const killed = await upload.result;
+    expect(killed.signal, describeRun(['-a', 'big.bin'], killed)).toBe('SIGKILL');
+
+    const listed = await listJson(store);
+    expect(listed.map((f) => [f.name, f.sizeBytes]).sort()).toEqual([
+      ['big.bin', 5 * MiB + 123],
+      ['other.bin', 3 * MiB],
+    ]);
+    const meta = await metadataOf(store, 'big.bin');
+    expect(meta).toMatchObject({ version: 1, sha256: oldSha, sizeBytes: 5 * MiB + 123 });
+    expect(sha256Of((await client(store, ['big.bin', '-r', '-o', '-'], 0)).stdout)).toBe(oldSha);
+
+    // The store may keep the cut-off upload's chunks while it waits for the client; a restart
+    // must leave exactly the committed files' copies.
+    expect(await store.stop()).toEqual({ code: 143, signal: null });
+    const again = await store.restart();
+    expect(again.chunkFiles()).toHaveLength(committedCopies);
+    expect(tempChunkFilesUnder(again.dataDir)).toEqual([]);
+    expect(sha256Of((await client(again, ['big.bin', '-r', '-o', '-'], 0)).stdout)).toBe(oldSha);
+    expect(sha256Of((await client(again, ['other.bin', '-r', '-o', '-'], 0)).stdout)).toBe(
+      otherSha,
+    );
+    expect((await metadataOf(again, 'big.bin')).version).toBe(1);
+  });
+
+  it(
+    'SIGKILL of data rank 2 during a 100 MiB upload: the upload succeeds and reads back, or fails with one clear line; files acknowledged before read back whole',
+    { timeout: 180_000 },
+    async () => {
+      const work = makeTempDir('durability-work');
+      const store = await StoreProcess.start();
+      const before = new Map<string, string>();
+      for (const [name, size] of [
+        ['before-a.bin', 20 * MiB + 5],
+        ['before-b.bin', 9 * MiB],
+      ] as const) {
+        const file = path.join(work, `${name}.src`);
+        before.set(name, await writePseudoRandomFile(file, size, name));
+        await client(store, [file, '-a', '--as', name], 0);
+      }
+      // Precondition: the rank about to die holds copies of acknowledged chunks.
+      const onRank2 = (await metadataOf(store, 'before-a.bin')).chunks.filter((c) =>
+        c.copies.some((copy) => copy.rank === 2),
+      );
+      expect(onRank2.length).toBeGreaterThan(0);
+      const committedCopies = store.chunkFiles().length;
+
+      const newFile = path.join(work, 'during.src');
+      const newSha = await writePseudoRandomFile(newFile, 100 * MiB, 'during');
+      const upload = startDfs([newFile, '-a', '--as', 'during.bin', '--server', store.server], {
+        timeoutMs: 120_000,
+      });
+      await waitUntil(
+        'chunks of the upload on disk',
+        () => store.chunkFiles().length > committedCopies,
+        20_000,
+        5,
+      );
+      store.killRank(2);
+      const result = await upload.result;
+      expect(result.timedOut, describeRun(['-a', 'during.bin'], result)).toBe(false);
+      expect(result.signal).toBe(null);
+      if (result.code === 0) {
+        const back = await client(store, ['during.bin', '-r', '-o', '-'], 0, 60_000);
+        expect(sha256Of(back.stdout)).toBe(newSha);
+      } else {
+        // One line naming the file and a reason; not an internal error, not a stack trace.
+        expect(result.stderr, describeRun(['-a', 'during.bin'], result)).toMatch(
+          /^dfs-client: cannot upload "[^"\n]+during\.src": [^\n]+\n$/,
+        );
+        expect(result.stderr).not.toContain('internal error');
+        expect((await listJson(store)).map((f) => f.name)).not.toContain('during.bin');
+      }
+
+      for (const [name, sha] of before) {
+        const back = await dfs(store.server, [name, '-r', '-o', '-'], { timeoutMs: 60_000 });
+        expect(back.code, `${describeRun([name, '-r'], back)}\n${store.transcript()}`).toBe(0);
+        expect(sha256Of(back.stdout), `content of ${name}`).toBe(sha);
+      }
+      // The store still takes new files with one data rank gone.
+      const small = path.join(work, 'after.src');
+      const smallSha = await writePseudoRandomFile(small, 3 * MiB, 'after');
+      await client(store, [small, '-a', '--as', 'after.bin'], 0, 60_000);
+      const back = await client(store, ['after.bin', '-r', '-o', '-'], 0, 60_000);
+      expect(sha256Of(back.stdout)).toBe(smallSha);
+      expect(fs.existsSync(store.dataDir)).toBe(true);
+    },
+  );
+});
