@@ -28,6 +28,7 @@ import type {
 import { StoreError, toWireError } from '../store/errors.js';
 import type { ChunkRecord, FileIndex, FileVersion, IndexRecord } from '../store/file-index.js';
 import { validateName } from '../store/names.js';
+import { formatSize } from '../store/sizes.js';
 import { checkFit, placeChunk } from '../store/placement.js';
 import { Cluster } from './cluster.js';
 import { CommandRunner } from './commands.js';
@@ -443,17 +444,25 @@ export class Coordinator {
     const name = validateName(req.name);
     const chunkSizeBytes = this.opts.chunkSizeBytes;
     const chunkCount = Math.ceil(req.sizeBytes / chunkSizeBytes);
-    const sizes = [...Array(chunkCount).keys()].map((i) =>
+    const replicas = this.effectiveReplicas();
+    const usage = this.cluster.usage();
+    const noSpace = (neededBytes: number, availableBytes: number): StoreError =>
+      new StoreError(
+        'STORE_NO_SPACE',
+        `not enough space for "${name}": ${formatSize(neededBytes)} needed for ${replicas} copies, ${formatSize(availableBytes)} available`,
+        { neededBytes, availableBytes },
+      );
+    // The cheap bound first: a size beyond all free space is refused without listing its chunks
+    // (a request for 4 PiB must not make rank 0 build a billion-entry array).
+    const freeBytes = usage
+      .filter((u) => u.writable)
+      .reduce((sum, u) => sum + Math.max(0, u.capacityBytes - u.usedBytes), 0);
+    if (req.sizeBytes * replicas > freeBytes) throw noSpace(req.sizeBytes * replicas, freeBytes);
+    const sizes = Array.from({ length: chunkCount }, (_, i) =>
       Math.min(chunkSizeBytes, req.sizeBytes - i * chunkSizeBytes),
     );
-    const fit = checkFit(this.cluster.usage(), this.effectiveReplicas(), sizes);
-    if (!fit.fits) {
-      throw new StoreError(
-        'STORE_NO_SPACE',
-        `not enough space for "${name}": ${fit.neededBytes} bytes needed for ${this.effectiveReplicas()} copies, ${fit.availableBytes} bytes available`,
-        { neededBytes: fit.neededBytes, availableBytes: fit.availableBytes },
-      );
-    }
+    const fit = checkFit(usage, replicas, sizes);
+    if (!fit.fits) throw noSpace(fit.neededBytes, fit.availableBytes);
     const id = `u${this.opts.randomId()}`;
     this.uploads.set(id, {
       id,
@@ -556,7 +565,10 @@ export class Coordinator {
         }
       });
     }
-    if (stored.length === 0) {
+    if (stored.length < want) {
+      // Acknowledging fewer copies than promised would let one more failure lose the chunk:
+      // take back what was written and fail this chunk instead.
+      if (stored.length > 0) this.deleteCopies([{ id, sizeBytes: bytes.length, ranks: stored }]);
       if (
         lastError instanceof StoreError &&
         (lastError.code === 'STORE_CORRUPT' || lastError.code === 'STORE_NO_SPACE')
@@ -564,12 +576,12 @@ export class Coordinator {
         throw lastError;
       throw new StoreError(
         'STORE_UNAVAILABLE',
-        `no data rank could store chunk ${id}`,
+        `only ${stored.length} of ${want} data ranks could store chunk ${id}`,
         {},
         { cause: lastError },
       );
     }
-    return stored.sort((a, b) => a - b);
+    return stored;
   }
 
   private putCommit(upload: Upload, sha256: string): Promise<FileMetadata> {

@@ -34,8 +34,13 @@ export interface DataRankOptions {
   maxConcurrentRequests?: number;
   /** Period of the heartbeat to rank 0 (each carries this rank's usage). */
   heartbeatIntervalMs?: number;
-  /** How long rank 0 may stay unreachable before this rank gives up and stops. */
-  deadAfterMs?: number;
+  /**
+   * How long rank 0 may stay unreachable before this rank gives up and stops (default 10 minutes).
+   * Long on purpose: a data rank cut off by a partition must still be there to rejoin when the
+   * network heals; only a coordinator that is really gone should end it (and a launcher that saw
+   * rank 0 end stops the job sooner).
+   */
+  rootGiveUpMs?: number;
   /** Deadline of one collective a command calls for. */
   commandTimeoutMs?: number;
   /** Bytes per second the background scrub re-reads and verifies (0 turns it off). */
@@ -138,9 +143,9 @@ export class DataRank {
     this.stopScrub = this.comm.clock.setTimer(1000, next);
   }
 
-  /** Stops this rank when its connection to rank 0 stays down for deadAfterMs. */
+  /** Stops this rank when its connection to rank 0 stays down for rootGiveUpMs. */
   private watchRoot(): void {
-    const deadAfterMs = this.options.deadAfterMs ?? 5000;
+    const deadAfterMs = this.options.rootGiveUpMs ?? 600_000;
     this.comm.onPeerEvent((event) => {
       if (event.rank !== 0) return;
       this.stopRootWatch();

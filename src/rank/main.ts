@@ -59,7 +59,6 @@ export async function runStore(
       capacityBytes,
       log,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
-      deadAfterMs: options.deadAfterMs,
       scrubBytesPerSecond: options.scrubBytesPerSecond,
     });
     const stopper = new AbortController();

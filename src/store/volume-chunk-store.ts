@@ -35,16 +35,22 @@
  * fdatasync'd before the next one is started and the new file's directory entry is fsync'd, so
  * only the tail of the newest volume can ever be torn.
  *
- * Recovery: a record is bad if its header is cut off, has no magic, fails its CRC or holds
- * impossible fields, if it runs past the end of the file, or (for records ending in the last
- * tailCheckBytes of the newest volume, the only place unsynced writes can be) if its data fails
- * its BLAKE3. A bad record in the newest volume within that tail, or one cut off by the end of
- * the file, is a torn write: it and everything after it are dropped and the file truncated to the
- * last good record (stats().recovery.droppedTailBytes). Anywhere else it is damage: the rest of
- * that volume is skipped (never read, never returned), the volume is no longer appended to, and
- * stats().recovery.damagedVolumes says where; the chunks in it are missing from list(), so the
- * coordinator's repair copies them back from other ranks. get() verifies every chunk against its
- * checksum, so damage that open() does not see (bit rot in old records) is STORE_CORRUPT.
+ * Recovery: a record header is bad if it is cut off, has no magic, fails its CRC or holds
+ * impossible fields; a record is cut off if it runs past the end of the file. In the newest
+ * volume, the records ending in its last tailCheckBytes (the only place unsynced writes can be)
+ * also have their data checked against their BLAKE3. Then:
+ *  - a torn tail (a record cut off by the end of the file, a bad header within that tail, or
+ *    records with bad data that no good record follows) is dropped and the file truncated to the
+ *    last good record (stats().recovery.droppedTailBytes);
+ *  - a put with bad data that a good record follows is kept (either it was synced before that
+ *    record was written, so this is damage, or neither was ever acknowledged), and get() reports
+ *    STORE_CORRUPT for that chunk only;
+ *  - any other bad record is damage in the middle: the rest of that volume is skipped (never
+ *    read, never returned), the volume is no longer appended to, and
+ *    stats().recovery.damagedVolumes says where. The chunks in it are missing from list(), so the
+ *    coordinator's repair copies them back from other ranks.
+ * get() verifies every chunk against its checksum, so damage open() does not look for (bit rot
+ * in old records) is STORE_CORRUPT, never bad bytes.
  *
  * Compaction: a volume other than the newest whose garbage (bytes of deleted or superseded puts,
  * of tombstones, of a skipped damaged remainder) is more than half its records' bytes is rewritten:
@@ -346,13 +352,16 @@ class BlockReader {
     private readonly fileBytes: number,
   ) {}
 
-  /** A view of bytes [pos, pos+n), valid until the next call; undefined past the end. */
-  async view(pos: number, n: number): Promise<Buffer | undefined> {
+  /**
+   * A view of bytes [pos, pos+n), valid until the next call; undefined past the end. Reads at
+   * least `readAhead` bytes when it has to read.
+   */
+  async view(pos: number, n: number, readAhead = SCAN_BLOCK_BYTES): Promise<Buffer | undefined> {
     if (pos + n > this.fileBytes) return undefined;
     if (pos >= this.blockStart && pos + n <= this.blockStart + this.block.byteLength) {
       return this.block.subarray(pos - this.blockStart, pos - this.blockStart + n);
     }
-    const length = Math.min(Math.max(n, SCAN_BLOCK_BYTES), this.fileBytes - pos);
+    const length = Math.min(Math.max(n, readAhead), this.fileBytes - pos);
     const next = Buffer.allocUnsafe(length);
     const got = await readFully(this.handle, next, pos);
     this.block = next.subarray(0, got);
@@ -370,47 +379,64 @@ interface ScannedRecord {
   totalBytes: number;
   dataLength: number;
   checksum: string;
+  /** The data was checked (tail of the newest volume) and does not match the checksum. */
+  dataBad: boolean;
 }
 
 interface ScanProblem {
   offset: number;
   reason: string;
-  /** Looks like an interrupted write (cut off by the end of the file, or bad data in the
-   * re-verified tail) rather than damage in the middle. */
+  /**
+   * An interrupted write rather than damage: a record cut off by the end of the file, or
+   * anything bad from which no good record follows within the re-verified tail.
+   */
   torn: boolean;
 }
 
 /**
  * Calls `onRecord` for each good record of a volume from its first record up to `endBytes`, in
- * order, and returns where the good records end plus the first problem, if any. Records ending
- * after `verifyFrom` also have their data checked against their checksum.
+ * order, and returns where the good records end plus the first problem, if any.
+ *
+ * From `tailFrom` on (the re-verified tail of the newest volume; Infinity elsewhere) puts also
+ * have their data checked, and a bad header counts as torn. A put whose data fails is held back:
+ * if a good record follows, it is not the torn end of the file, so it is passed on with dataBad
+ * set (get() will report STORE_CORRUPT for it and for it only); if nothing good follows, the scan
+ * ends before it as at a torn write.
  */
 async function scanVolume(
   handle: FileHandle,
   endBytes: number,
-  verifyFrom: number,
+  tailFrom: number,
   onRecord: (record: ScannedRecord) => void | Promise<void>,
 ): Promise<{ end: number; problem?: ScanProblem }> {
   const reader = new BlockReader(handle, endBytes);
   let pos = VOLUME_FILE_HEADER_BYTES;
-  const stop = (reason: string, torn: boolean): { end: number; problem: ScanProblem } => ({
-    end: pos,
-    problem: { offset: pos, reason, torn },
-  });
+  let held: ScannedRecord[] = [];
+  const stop = (reason: string, cutOff: boolean): { end: number; problem: ScanProblem } => {
+    const first = held[0];
+    if (first !== undefined) {
+      // Nothing good after the held records: they are the torn end.
+      const why = 'the data of the last records does not match their checksums';
+      return { end: first.offset, problem: { offset: first.offset, reason: why, torn: true } };
+    }
+    return { end: pos, problem: { offset: pos, reason, torn: cutOff || pos >= tailFrom } };
+  };
+  // After a large record, read little ahead: the next header is all we need of the next block.
+  let readAhead = SCAN_BLOCK_BYTES;
   while (pos < endBytes) {
-    const head = await reader.view(pos, RECORD_HEADER_BYTES);
+    const head = await reader.view(pos, RECORD_HEADER_BYTES, readAhead);
     if (head === undefined) return stop('a record header is cut off by the end of the file', true);
     if (head.readUInt32LE(0) !== RECORD_MAGIC) return stop('no record starts here', false);
     const idLength = head[5] ?? 0;
     if (idLength < 1 || idLength > MAX_CHUNK_ID_LENGTH) {
       return stop(`impossible id length ${idLength}`, false);
     }
-    const withId = await reader.view(pos, RECORD_HEADER_BYTES + idLength);
+    const withId = await reader.view(pos, RECORD_HEADER_BYTES + idLength, readAhead);
     if (withId === undefined) return stop('a record id is cut off by the end of the file', true);
     if (headerCrc(withId, idLength) !== withId.readUInt32LE(52)) {
       return stop('the record header fails its CRC', false);
     }
-    const type = withId[4];
+    const type = withId[4] ?? 0;
     const seq = withId.readUInt32LE(8) + withId.readUInt32LE(12) * 0x1_0000_0000;
     const dataLength = withId.readUInt32LE(16);
     const id = withId.toString('latin1', RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + idLength);
@@ -427,17 +453,24 @@ async function scanVolume(
     const totalBytes = RECORD_HEADER_BYTES + idLength + dataLength;
     if (pos + totalBytes > endBytes)
       return stop('a record is cut off by the end of the file', true);
-    if (type === TYPE_PUT && pos + totalBytes > verifyFrom) {
+    let dataBad = false;
+    if (type === TYPE_PUT && pos + totalBytes > tailFrom) {
       const data = await reader.view(pos + RECORD_HEADER_BYTES + idLength, dataLength);
       if (data === undefined) return stop('a record is cut off by the end of the file', true);
-      if (chunkChecksum(data) !== checksum) {
-        return stop('the data of a record near the end does not match its checksum', true);
-      }
+      dataBad = chunkChecksum(data) !== checksum;
     }
-    await onRecord({ type, id, seq, offset: pos, totalBytes, dataLength, checksum });
+    const record = { type, id, seq, offset: pos, totalBytes, dataLength, checksum, dataBad };
+    if (dataBad) {
+      held.push(record);
+    } else {
+      for (const h of held) await onRecord(h);
+      held = [];
+      await onRecord(record);
+    }
     pos += totalBytes;
+    readAhead = totalBytes > SCAN_BLOCK_BYTES / 16 ? 64 * 1024 : SCAN_BLOCK_BYTES;
   }
-  return { end: pos };
+  return held.length > 0 ? stop('', true) : { end: pos };
 }
 
 /** A rejected promise for a caught value (always an Error, as the linter and callers expect). */
@@ -505,6 +538,8 @@ export class VolumeChunkStore implements ChunkStore {
   /** Per id: put records on disk that are no longer live (tombstones are kept while > 0). */
   private readonly deadPuts = new Map<string, number>();
   private readonly locks = new Map<string, Promise<void>>();
+  /** The volume appended to (assigned by open() before the store is handed out). */
+  private current!: Volume;
   private used = 0;
   private reserved = 0;
   private nextSeq = 1;
@@ -542,8 +577,6 @@ export class VolumeChunkStore implements ChunkStore {
     readonly volumeBytes: number,
     private readonly autoCompact: boolean,
     private readonly tailCheckBytes: number,
-    // Assigned by open() before the store is handed out.
-    private current: Volume = undefined as unknown as Volume,
   ) {}
 
   /**
@@ -649,13 +682,15 @@ export class VolumeChunkStore implements ChunkStore {
         continue;
       }
 
-      const verifyFrom = last ? fileBytes - this.tailCheckBytes : Infinity;
-      const { end, problem } = await scanVolume(handle, fileBytes, verifyFrom, (r) => {
+      const tailFrom = last ? fileBytes - this.tailCheckBytes : Infinity;
+      const { end, problem } = await scanVolume(handle, fileBytes, tailFrom, (r) => {
         maxSeq = Math.max(maxSeq, r.seq);
         const previous = best.get(r.id);
         if (r.type === TYPE_PUT) {
-          // >=: two copies of one record (a compaction interrupted by a crash): the later wins.
-          if (previous === undefined || r.seq >= seqOf(previous)) {
+          // Equal seqs: two copies of one record (a compaction interrupted by a crash): the
+          // later wins, unless its data was found damaged.
+          const seq = previous === undefined ? -1 : seqOf(previous);
+          if (r.seq > seq || (r.seq === seq && !r.dataBad)) {
             if (previous !== undefined && 'put' in previous) kill(previous.put, r.id);
             const entry: Entry = {
               volume,
@@ -679,7 +714,7 @@ export class VolumeChunkStore implements ChunkStore {
       volume.end = end;
       if (problem === undefined) {
         if (last) current = volume;
-      } else if (last && (problem.torn || fileBytes - end <= this.tailCheckBytes)) {
+      } else if (last && problem.torn) {
         await handle.truncate(end);
         await handle.datasync();
         this.droppedTailBytes += fileBytes - end;
@@ -1157,7 +1192,15 @@ export class VolumeChunkStore implements ChunkStore {
   private async roll(): Promise<Volume> {
     const old = this.current;
     if (old.dirty) {
-      await old.handle.datasync();
+      try {
+        await old.handle.datasync();
+      } catch (err) {
+        this.failed = ioError(
+          err,
+          `${volumeFileName(old.number)} could not be fdatasync'd; restart the rank to rescan it`,
+        );
+        throw this.failed;
+      }
       old.dirty = false;
       this.counters.syncs++;
     }
@@ -1227,7 +1270,7 @@ export class VolumeChunkStore implements ChunkStore {
         tried.add(volume);
         const budget =
           stopAfterRecords === undefined ? undefined : stopAfterRecords - result.copiedRecords;
-        let outcome: { copied: number; copiedBytes: number; removed: boolean };
+        let outcome: { copied: number; copiedBytes: number; removed: boolean; stopped: boolean };
         try {
           outcome = await this.compactVolume(volume, budget);
         } catch (err) {
@@ -1243,8 +1286,8 @@ export class VolumeChunkStore implements ChunkStore {
           this.counters.volumesCompacted++;
           this.counters.reclaimedBytes += reclaimed;
         }
-        if (budget !== undefined && result.copiedRecords >= stopAfterRecords!) {
-          result.stopped = !outcome.removed || this.pickVolume(minRatio, tried) !== undefined;
+        if (outcome.stopped) {
+          result.stopped = true;
           break;
         }
         if (!outcome.removed && this.closed) break;
@@ -1263,7 +1306,7 @@ export class VolumeChunkStore implements ChunkStore {
   private async compactVolume(
     volume: Volume,
     budget: number | undefined,
-  ): Promise<{ copied: number; copiedBytes: number; removed: boolean }> {
+  ): Promise<{ copied: number; copiedBytes: number; removed: boolean; stopped: boolean }> {
     /** Put records of this volume already counted in deadPuts, per id. */
     const deadSeen = new Map<string, number>();
     let copied = 0;
@@ -1337,10 +1380,10 @@ export class VolumeChunkStore implements ChunkStore {
         skippedBytes: volume.end - problem.offset,
         reason: `found while compacting: ${problem.reason}`,
       });
-      return { copied, copiedBytes, removed: false };
+      return { copied, copiedBytes, removed: false, stopped: false };
     }
     if (stopped || this.closed || volume.liveCount > 0) {
-      return { copied, copiedBytes, removed: false };
+      return { copied, copiedBytes, removed: false, stopped };
     }
 
     // Nothing live is left: the copies are durable, remove the file.
@@ -1354,7 +1397,7 @@ export class VolumeChunkStore implements ChunkStore {
     }
     // Its put records (all dead by now) are gone from the disk.
     for (const [id, n] of deadSeen) increment(this.deadPuts, id, -n);
-    return { copied, copiedBytes, removed: true };
+    return { copied, copiedBytes, removed: true, stopped: false };
   }
 
   /**
@@ -1415,12 +1458,12 @@ export class VolumeChunkStore implements ChunkStore {
       writes.push(this.enqueue([body], body.byteLength, true));
     });
     const settled = await Promise.allSettled(writes);
-    let failure: unknown;
+    let failure: Error | undefined;
     let count = 0;
     settled.forEach((s, i) => {
       const { record } = written[i] as { record: ScannedRecord };
       if (s.status === 'rejected') {
-        failure ??= s.reason;
+        failure ??= s.reason instanceof Error ? s.reason : new Error(String(s.reason));
         return;
       }
       count++;
@@ -1439,8 +1482,7 @@ export class VolumeChunkStore implements ChunkStore {
       increment(this.deadPuts, record.id);
       increment(deadSeen, record.id);
     });
-    if (failure !== undefined)
-      throw failure instanceof Error ? failure : new Error(String(failure));
+    if (failure !== undefined) throw failure;
     return count;
   }
 }

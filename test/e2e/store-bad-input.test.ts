@@ -44,11 +44,11 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (store !== undefined) {
-    const exit = await store.stop();
-    expect(exit).toEqual({ code: 143, signal: null });
+  try {
+    if (store !== undefined) expect(await store.stop()).toEqual({ code: 143, signal: null });
+  } finally {
+    await cleanupStores();
   }
-  await cleanupStores();
 });
 
 async function client(args: string[], code: number, timeoutMs = 30_000): Promise<DfsResult> {

@@ -45,11 +45,11 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (store !== undefined) {
-    const exit = await store.stop();
-    expect(exit).toEqual({ code: 143, signal: null });
+  try {
+    if (store !== undefined) expect(await store.stop()).toEqual({ code: 143, signal: null });
+  } finally {
+    await cleanupStores();
   }
-  await cleanupStores();
 });
 
 /** dfs-client ARGS against the shared store, expecting `code`; returns the run. */
@@ -117,7 +117,9 @@ describe('upload, list, metadata, retrieve (64 KiB chunks, 4 ranks, 2 copies)', 
       expect(chunk.checksum).toMatch(/^[0-9a-f]{64}$/);
       expect(chunk.copies).toHaveLength(2);
       const ranks = chunk.copies.map((c) => c.rank);
-      expect(new Set(ranks).size, `chunk ${chunk.index} copies on ranks ${ranks}`).toBe(2);
+      expect(new Set(ranks).size, `chunk ${chunk.index} copies on ranks ${ranks.join(', ')}`).toBe(
+        2,
+      );
       for (const copy of chunk.copies) {
         expect([1, 2, 3]).toContain(copy.rank);
         expect(copy.host).toMatch(/\S/);
@@ -187,11 +189,11 @@ describe('upload, list, metadata, retrieve (64 KiB chunks, 4 ranks, 2 copies)', 
   });
 
   it.each([
-    ['empty', 0, 0],
-    ['1 byte', 1, 1],
-    ['exactly one chunk (65,536 bytes)', CHUNK, 1],
-    ['one chunk plus one byte (65,537 bytes)', CHUNK + 1, 2],
-  ])('a %s file round-trips with %i bytes in %i chunks', async (label, size, chunks) => {
+    ['an empty file', 0, 0],
+    ['a 1-byte file', 1, 1],
+    ['a file of exactly one chunk', CHUNK, 1],
+    ['a file of one chunk plus one byte', CHUNK + 1, 2],
+  ])('%s (%i bytes) round-trips, stored as %i chunks', async (label, size, chunks) => {
     const name = `size-${size}.bin`;
     const { file, sha } = await localFile(name, size);
     await client([file, '-a'], 0);

@@ -22,6 +22,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { DfsClient } from '../../src/client/dfs-client.js';
+import type { StatusResult } from '../../src/protocol/client-protocol.js';
 
 export const REPO_ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const MEMFLOW_RUN = path.join(REPO_ROOT, 'bin', 'memflow-run.js');
@@ -360,6 +362,34 @@ export class StoreProcess {
     return chunkFilesUnder(this.dataDir);
   }
 
+  /**
+   * Whether the data ranks keep one file per chunk (DiskChunkStore: rank-N/chunks/xx/ID.SUM), so
+   * chunkFiles() counts chunk copies. A layout of volume files holds many chunks per file.
+   */
+  usesChunkFiles(): boolean {
+    return usesChunkFileLayout(this.dataDir);
+  }
+
+  /** Bytes of every file under the data ranks' folders (rank-1 and up): grows while chunks land. */
+  dataRankBytes(): number {
+    return dataRankBytesUnder(this.dataDir);
+  }
+
+  /** The store's own status (the `status` request), through the client library. */
+  async status(): Promise<StatusResult> {
+    const client = new DfsClient({ server: this.server, timeoutMs: 10_000 });
+    try {
+      return await client.status();
+    } finally {
+      client.close();
+    }
+  }
+
+  /** Chunk copies the data ranks report holding (sum of status().ranks[].chunkCopies). */
+  async reportedCopies(): Promise<number> {
+    return (await this.status()).ranks.reduce((sum, r) => sum + r.chunkCopies, 0);
+  }
+
   /** Resolves once `predicate` holds; rejects at the deadline or if the launcher ends first. */
   waitFor(what: string, predicate: () => boolean, timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -633,4 +663,55 @@ export function tempChunkFilesUnder(dataDir: string): string[] {
     }
   }
   return files;
+}
+
+/** The rank-N folders of data ranks (N >= 1) under a data dir. */
+function dataRankDirs(dataDir: string): string[] {
+  try {
+    return fs
+      .readdirSync(dataDir)
+      .filter((d) => /^rank-([1-9]\d*)$/.test(d))
+      .map((d) => path.join(dataDir, d));
+  } catch {
+    return [];
+  }
+}
+
+/** True when some data rank has DiskChunkStore's two-hex-digit chunk subfolders. */
+export function usesChunkFileLayout(dataDir: string): boolean {
+  return dataRankDirs(dataDir).some((dir) => {
+    try {
+      return fs
+        .readdirSync(path.join(dir, 'chunks'), { withFileTypes: true })
+        .some((e) => e.isDirectory() && /^[0-9a-f]{2}$/.test(e.name));
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Total size of the files below the data ranks' folders, whatever their layout. */
+export function dataRankBytesUnder(dataDir: string): number {
+  let total = 0;
+  const walk = (dir: string): void => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const full = path.join(dir, e.name);
+      if (e.isDirectory()) walk(full);
+      else if (e.isFile()) {
+        try {
+          total += fs.statSync(full).size;
+        } catch {
+          // Renamed or removed meanwhile.
+        }
+      }
+    }
+  };
+  dataRankDirs(dataDir).forEach(walk);
+  return total;
 }

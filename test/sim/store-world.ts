@@ -12,6 +12,7 @@ import type { FileMetadata, Request, WireError } from '../../src/protocol/client
 import { Coordinator, type ClientChannel, type JournalWriter } from '../../src/rank/coordinator.js';
 import { DataRank } from '../../src/rank/data-rank.js';
 import { ManualClock } from '../../src/runtime/clock.js';
+import type { Random } from '../../src/runtime/random.js';
 import { MemoryChunkStore } from '../../src/store/chunk-store.js';
 import { chunkChecksum, createFileHasher } from '../../src/store/checksum.js';
 import { FileIndex, type IndexRecord } from '../../src/store/file-index.js';
@@ -161,6 +162,8 @@ export class SimClient {
 
 export interface StoreWorldOptions {
   dataRanks: number;
+  /** Seeded randomness for the network's fault injection. */
+  random?: Random;
   replicas?: number;
   chunkSizeBytes?: number;
   capacityBytes?: number | number[];
@@ -175,12 +178,12 @@ export class StoreWorld {
   readonly stores: MemoryChunkStore[] = [];
   readonly comms: Communicator[] = [];
   coordinator!: Coordinator;
-  private readonly stops: AbortController[] = [];
-  private readonly runs: Promise<void>[] = [];
+  private readonly stops: Array<AbortController | undefined> = [];
+  private readonly runs: Array<Promise<void> | undefined> = [];
   private clients = 0;
 
   constructor(readonly options: StoreWorldOptions) {
-    this.network = new MemoryNetwork({ clock: this.clock });
+    this.network = new MemoryNetwork({ clock: this.clock, random: options.random });
   }
 
   async start(index = new FileIndex()): Promise<void> {
@@ -197,15 +200,8 @@ export class StoreWorld {
       const cap = Array.isArray(this.options.capacityBytes)
         ? this.options.capacityBytes[r - 1]
         : this.options.capacityBytes;
-      const store = new MemoryChunkStore(cap);
-      this.stores[r] = store;
-      const stop = new AbortController();
-      this.stops.push(stop);
-      const dataRank = new DataRank(this.comms[r]!, store, {
-        host: this.options.hosts?.[r - 1] ?? 'sim',
-        capacityBytes: cap ?? 2 ** 40,
-      });
-      this.runs.push(dataRank.run(stop.signal));
+      this.stores[r] = new MemoryChunkStore(cap);
+      this.startDataRank(r);
     }
     this.coordinator = new Coordinator(this.comms[0]!, index, this.journal, this.clock, {
       replicas: this.options.replicas ?? 2,
@@ -213,6 +209,11 @@ export class StoreWorld {
       sessionIdleMs: 10_000,
       dataTimeoutMs: 5_000,
       wallClockMs: () => 1_700_000_000_000 + this.clock.now(),
+      heartbeatIntervalMs: 1000,
+      deadAfterMs: 5000,
+      log: process.env.MEMFLOW_SIM_LOG
+        ? (line) => console.log(`[${this.clock.now()} ms] rank 0: ${line}`)
+        : () => {},
     });
     await this.coordinator.start(this.channel);
   }
@@ -224,15 +225,82 @@ export class StoreWorld {
     for (const c of chunks.values()) c.data[0] = (c.data[0] ?? 0) ^ 0xff;
   }
 
+  private startDataRank(r: number): void {
+    const cap = Array.isArray(this.options.capacityBytes)
+      ? this.options.capacityBytes[r - 1]
+      : this.options.capacityBytes;
+    const stop = new AbortController();
+    this.stops[r] = stop;
+    const dataRank = new DataRank(this.comms[r]!, this.stores[r]!, {
+      host: this.options.hosts?.[r - 1] ?? 'sim',
+      capacityBytes: cap ?? 2 ** 40,
+      heartbeatIntervalMs: 1000,
+      commandTimeoutMs: 5000,
+      scrubBytesPerSecond: 0,
+      log: process.env.MEMFLOW_SIM_LOG
+        ? (line) => console.log(`[${this.clock.now()} ms] rank ${r}: ${line}`)
+        : undefined,
+    });
+    this.runs[r] = dataRank.run(stop.signal).catch(() => undefined);
+  }
+
+  /** kill -9 of data rank r: its process is gone, its disk (the memory store) stays. */
+  crash(r: number): void {
+    this.stops[r]?.abort();
+    this.comms[r]?.close();
+    this.network.crash(r);
+  }
+
+  /** Starts data rank r again on its old disk, as a restarted process would. */
+  restart(r: number): void {
+    const transport = this.network.restart(r);
+    this.comms[r] = Communicator.world(transport, this.comms.length, {
+      clock: this.clock,
+      defaultTimeoutMs: 10_000,
+    });
+    this.startDataRank(r);
+  }
+
+  /**
+   * Lets simulated time pass in steps, letting every message and promise settle between steps,
+   * until `done` settles or `maxMs` of simulated time has passed. Returns whether it settled.
+   */
+  async runUntil(done: Promise<unknown>, maxMs: number, stepMs = 50): Promise<boolean> {
+    let settled = false;
+    void done.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    await flush();
+    for (let t = 0; t < maxMs && !settled; t += stepMs) {
+      this.clock.advance(stepMs);
+      await flush();
+    }
+    return settled;
+  }
+
+  /** Lets `ms` of simulated time pass in steps, settling messages between steps. */
+  async elapse(ms: number, stepMs = 50): Promise<void> {
+    for (let t = 0; t < ms; t += stepMs) {
+      this.clock.advance(stepMs);
+      await flush();
+    }
+  }
+
   client(): SimClient {
     return new SimClient(this.channel, ++this.clients);
   }
 
   async stop(): Promise<void> {
-    for (const s of this.stops) s.abort();
+    for (const s of this.stops) s?.abort();
     await Promise.allSettled(this.runs);
     for (const c of this.comms) c.close();
   }
+}
+
+/** Lets queued microtasks and immediates run (messages without delay are delivered in microtasks). */
+export async function flush(): Promise<void> {
+  for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
 }
 
 /** Deterministic content of `length` bytes. */

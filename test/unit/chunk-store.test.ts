@@ -25,6 +25,7 @@ import {
   type ChunkStore,
 } from '../../src/store/chunk-store.js';
 import { DiskChunkStore, chunkSubdir } from '../../src/store/disk-chunk-store.js';
+import { VolumeChunkStore } from '../../src/store/volume-chunk-store.js';
 import {
   StoreError,
   fromWireError,
@@ -299,6 +300,18 @@ describeChunkStoreContract('MemoryChunkStore', (capacityBytes) =>
 describeChunkStoreContract('DiskChunkStore', async (capacityBytes) =>
   DiskChunkStore.open(await freshDir(), { capacityBytes }),
 );
+describe('VolumeChunkStore (contract)', () => {
+  // Volume stores hold open files: close them before the temp directories go.
+  const opened: VolumeChunkStore[] = [];
+  afterEach(async () => {
+    await Promise.all(opened.splice(0).map((s) => s.close()));
+  });
+  describeChunkStoreContract('VolumeChunkStore', async (capacityBytes) => {
+    const store = await VolumeChunkStore.open(await freshDir(), { capacityBytes });
+    opened.push(store);
+    return store;
+  });
+});
 
 describe('MemoryChunkStore only', () => {
   it('damage() makes the next get throw STORE_CORRUPT (bit rot for simulations)', async () => {
