@@ -5,6 +5,7 @@
  *
  *   memflow-run [launcher options] [--] PROGRAM [ARGS...]
  *   memflow-run [launcher options] [store options]        (store mode: no PROGRAM)
+ *   memflow-run --join HOST:PORT [launcher options] ...  (new ranks join a running world)
  *
  * When that first word is an option the launcher does not know (`--port 7070`), there is no
  * PROGRAM: the launcher runs the store program and forwards it every option it does not know,
@@ -15,6 +16,7 @@
  * `--name=value` words, which cli.ts hands to yargs (strict, for the help text and one more
  * check); toLaunchRequest() validates the values yargs returns.
  */
+import { parseHostPort, type RootAddress } from '../src/comm/world-env.js';
 import { LaunchError } from './errors.js';
 import { MAX_RANKS } from './hostfile.js';
 import { splitTemplate } from './commands.js';
@@ -35,7 +37,8 @@ export const LAUNCHER_OPTIONS: readonly OptionSpec[] = [
     name: 'n',
     aliases: ['np'],
     type: 'string',
-    description: 'number of ranks (default: the total slots; 4 without --hostfile or --host)',
+    description:
+      'number of ranks (default: the total slots; 4 without --hostfile or --host; 1 with --join)',
   },
   {
     name: 'hostfile',
@@ -84,6 +87,20 @@ export const LAUNCHER_OPTIONS: readonly OptionSpec[] = [
     aliases: [],
     type: 'string',
     description: 'abort (stop all ranks, the default) | continue',
+  },
+  {
+    name: 'restart',
+    aliases: ['max-restarts'],
+    type: 'string',
+    description:
+      'restart a failed rank (not rank 0) up to N times with the same environment (default 0)',
+  },
+  {
+    name: 'join',
+    aliases: [],
+    type: 'string',
+    description:
+      'start -n new ranks (default 1) that join the running world whose rank 0 is at HOST:PORT',
   },
   { name: 'help', aliases: ['h'], type: 'boolean', description: 'show this help' },
 ];
@@ -160,11 +177,17 @@ export interface LaunchRequest {
   graceMs: number;
   tagOutput: boolean;
   onRankFailure: 'abort' | 'continue';
+  /** --restart: how many times each rank but rank 0 may be restarted after failing (0: never). */
+  restarts: number;
+  /** --join: rank 0's rendezvous of the running world the new ranks join. */
+  join?: RootAddress;
   command: RankCommand;
 }
 
 export const DEFAULT_GRACE_MS = 3000;
 const MAX_GRACE_MS = 600_000;
+/** The most restarts --restart allows per rank. */
+export const MAX_RESTARTS = 1000;
 
 /**
  * Validates the option values (as yargs returns them for launcherArgv) into a LaunchRequest.
@@ -180,14 +203,26 @@ export function toLaunchRequest(
     if (value === undefined) return undefined;
     return typeof value === 'string' ? value : JSON.stringify(value);
   };
+  const join = joinOption(text('join'));
   const request: LaunchRequest = {
     graceMs: integerOption('--grace-ms', text('grace-ms'), 0, MAX_GRACE_MS) ?? DEFAULT_GRACE_MS,
     tagOutput: values['tag-output'] !== false,
+    // Store mode survives data-rank deaths; joining ranks have no rank 0 whose end ends the job.
     onRankFailure:
       choiceOption('--on-rank-failure', text('on-rank-failure'), ['abort', 'continue'] as const) ??
-      (command.kind === 'store' ? 'continue' : 'abort'),
+      (command.kind === 'store' || join !== undefined ? 'continue' : 'abort'),
+    restarts: integerOption('--restart', text('restart'), 0, MAX_RESTARTS) ?? 0,
     command,
   };
+  if (join !== undefined) {
+    if (text('root-port') !== undefined) {
+      throw new LaunchError(
+        'LAUNCH_USAGE',
+        "--join and --root-port contradict each other: the rendezvous is the running world's",
+      );
+    }
+    request.join = join;
+  }
   const size = integerOption('-n', text('n'), 1, MAX_RANKS);
   if (size !== undefined) request.size = size;
   const rootPort = integerOption('--root-port', text('root-port'), 1, 65535);
@@ -233,6 +268,19 @@ function integerOption(
     );
   }
   return Number(value);
+}
+
+/** --join HOST:PORT (IPv6 as [addr]:PORT), the address the running world's rank 0 serves. */
+function joinOption(value: string | undefined): RootAddress | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return parseHostPort(value, '--join');
+  } catch {
+    throw new LaunchError(
+      'LAUNCH_USAGE',
+      `--join must be HOST:PORT of the running world's rank 0 (IPv6 as [addr]:PORT, port 1-65535), got "${value}"`,
+    );
+  }
 }
 
 function choiceOption<T extends string>(

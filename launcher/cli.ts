@@ -3,7 +3,8 @@
  *
  *   memflow-run [-n N] [--hostfile FILE | --host h1,h2:2] [--launcher fork|ssh]
  *               [--launcher-exec TEMPLATE] [--root-port P] [--grace-ms MS] [--no-tag-output]
- *               [--on-rank-failure abort|continue] [--] PROGRAM [ARGS...]
+ *               [--on-rank-failure abort|continue] [--restart N] [--] PROGRAM [ARGS...]
+ *   memflow-run --join HOST:PORT [-n N] [hosts] [store options]   (new ranks join a running world)
  *
  * Without PROGRAM it runs the store (dist/src/cli/memflow-rank.js) and forwards it every option it
  * does not know. This file is the only one that reads argv and calls process.exit; the work is in
@@ -18,10 +19,12 @@ import { launch } from './launch.js';
 
 const USAGE = `memflow-run [options] [--] PROGRAM [ARGS...]
 memflow-run [options] [store options]
+memflow-run --join HOST:PORT [-n N] [options] [store options]
 
 Runs PROGRAM as N ranks. Every rank gets MEMFLOW_RANK, MEMFLOW_SIZE, MEMFLOW_ROOT, MEMFLOW_HOST,
 MEMFLOW_JOB_ID and MEMFLOW_LOCAL_RANK. Without PROGRAM it runs the store program and forwards
-every option it does not know. Launcher options go before PROGRAM.`;
+every option it does not know. With --join, N new ranks (default 1) join the running world whose
+rank 0 serves its rendezvous at HOST:PORT. Launcher options go before PROGRAM.`;
 
 /** Failures nobody planned for are bugs: they keep their stack and exit with this status. */
 const INTERNAL_ERROR_STATUS = 70;

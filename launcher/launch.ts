@@ -1,6 +1,7 @@
 /**
- * One launch, start to end: read the hosts, plan the ranks, pick rank 0's port, start every rank
- * under its guard, forward output and stdin, and let the supervisor decide the exit status. The
+ * One launch, start to end: read the hosts, plan the ranks, pick rank 0's port (or, with --join,
+ * point the ranks at a running world's rank 0), start every rank under its guard, forward output
+ * and stdin, and let the supervisor decide the exit status and restart failed ranks (--restart). The
  * world outside (stdio, environment, signals) comes in through LauncherIo, so cli.ts stays the only
  * place that touches process.argv and process.exit.
  */
@@ -15,7 +16,7 @@ import { parseHostfile, parseHostList, type HostEntry } from './hostfile.js';
 import { currentLocalIdentity } from './local-host.js';
 import { forwardOutput, rankTag } from './output.js';
 import { GUARD_SCRIPT, PACKAGE_ROOT, STORE_PROGRAM } from './paths.js';
-import { placeRanks, rankEnv, type RankPlacement } from './plan.js';
+import { joinName, joinRankEnv, placeRanks, rankEnv, type RankPlacement } from './plan.js';
 import type { LaunchedRank } from './rank-process.js';
 import { execTemplateRank } from './spawners/exec-template.js';
 import { forkRank } from './spawners/fork.js';
@@ -41,10 +42,13 @@ const OUTPUT_CLOSED_STATUS = 141;
  * usage and configuration errors found before any rank starts (nothing is left running then).
  */
 export async function launch(request: LaunchRequest, io: LauncherIo): Promise<number> {
+  const joining = request.join !== undefined;
   const hosts = readHosts(request);
+  // A join adds one rank unless -n says otherwise, wherever the hosts have slots.
+  const size = request.size ?? (joining ? 1 : undefined);
   const plan = placeRanks({
     ...(hosts === undefined ? {} : { hosts }),
-    ...(request.size === undefined ? {} : { size: request.size }),
+    ...(size === undefined ? {} : { size }),
     identity: currentLocalIdentity(),
     ...(request.launcher === undefined ? {} : { launcher: request.launcher }),
     execTemplate: request.launcherExec !== undefined,
@@ -58,21 +62,22 @@ export async function launch(request: LaunchRequest, io: LauncherIo): Promise<nu
   }
   for (const warning of plan.warnings) io.stderr.write(`${warning}\n`);
 
-  const rank0 = plan.ranks[0] as RankPlacement;
-  const world = {
-    size: plan.size,
-    root: { host: rank0.addr, port: request.rootPort ?? (await pickRootPort(rank0)) },
-    jobId: randomBytes(4).toString('hex'),
-  };
+  const envOf = await rankEnvironment(request, plan.ranks[0] as RankPlacement, plan.size);
+  // The launcher's own environment reaches the ranks too, but never says "join" by itself: only
+  // --join makes a joining rank.
+  const inherited = { ...io.env };
+  if (!joining) delete inherited.MEMFLOW_JOIN;
   const memflowEnv = Object.fromEntries(
-    Object.entries(io.env).filter(
+    Object.entries(inherited).filter(
       (entry): entry is [string, string] =>
         entry[0].startsWith('MEMFLOW_') && entry[1] !== undefined,
     ),
   );
+  const launchIo = { ...io, env: inherited };
 
-  const ranks = plan.ranks.map((placement): SupervisedRank => {
-    const env = rankEnv(placement, world);
+  /** Starts (or restarts) a rank as planned and forwards its output. */
+  const start = (supervised: SupervisedRank, placement: RankPlacement): void => {
+    const env = envOf(placement);
     const command = program(placement);
     const argv = guardArgs({
       guardScript: GUARD_SCRIPT,
@@ -80,15 +85,11 @@ export async function launch(request: LaunchRequest, io: LauncherIo): Promise<nu
       program: command.program,
       args: command.args,
     });
-    const launched = startRank(placement, env, argv, request, io, memflowEnv);
-    const tag = request.tagOutput ? rankTag(placement.rank) : null;
-    const supervised: SupervisedRank = {
-      rank: placement.rank,
-      host: placement.host,
-      mode: placement.mode,
-      process: launched,
-      outputDone: Promise.resolve(),
-    };
+    const launched = startRank(placement, env, argv, request, launchIo, memflowEnv);
+    const name = supervised.name ?? placement.rank;
+    const tag = request.tagOutput ? rankTag(name) : null;
+    delete supervised.notice;
+    supervised.process = launched;
     supervised.outputDone = Promise.all([
       forwardOutput(launched.stdout, io.stdout, { tag }),
       forwardOutput(launched.stderr, io.stderr, {
@@ -96,18 +97,37 @@ export async function launch(request: LaunchRequest, io: LauncherIo): Promise<nu
         onNotice: (notice) => (supervised.notice = notice),
       }),
     ]).then(() => undefined);
+  };
+
+  const ranks = plan.ranks.map((placement): SupervisedRank => {
+    // start() fills in process and outputDone before anyone looks at them.
+    const supervised = {
+      rank: placement.rank,
+      ...(joining ? { name: joinName(placement.rank) } : {}),
+      host: placement.host,
+      mode: placement.mode,
+    } as SupervisedRank;
+    start(supervised, placement);
     return supervised;
   });
 
+  // stdin goes to rank 0 only; the ranks of a join are never rank 0, so none of them gets it.
   const first = ranks[0] as SupervisedRank;
-  const stopStdin = forwardStdin(io.stdin, first.process.control);
-  for (const rank of ranks.slice(1)) sendStdinEof(rank.process.control);
+  const stopStdin = joining ? () => undefined : forwardStdin(io.stdin, first.process.control);
+  for (const rank of joining ? ranks : ranks.slice(1)) sendStdinEof(rank.process.control);
 
   const supervisor = new Supervisor(ranks, {
     graceMs: request.graceMs,
     onRankFailure: request.onRankFailure,
     report: (line) => io.stderr.write(`${line}\n`),
     onRank0Ended: stopStdin,
+    hasRank0: !joining,
+    maxRestarts: request.restarts,
+    restart: (rank) => {
+      // Rank 0 is never restarted, so a restarted rank never gets stdin.
+      start(rank, plan.ranks[rank.rank] as RankPlacement);
+      sendStdinEof(rank.process.control);
+    },
   });
   const offSignal = io.onSignal((signal) => supervisor.onSignal(signal));
   const onOutputError = (): void =>
@@ -120,6 +140,25 @@ export async function launch(request: LaunchRequest, io: LauncherIo): Promise<nu
     stopStdin();
     io.stdout.off('error', onOutputError);
   }
+}
+
+/**
+ * The environment function of this launch: a new world (rank 0's rendezvous on a port picked
+ * here, a fresh job id), or ranks joining the world at --join.
+ */
+async function rankEnvironment(
+  request: LaunchRequest,
+  rank0: RankPlacement,
+  size: number,
+): Promise<(placement: RankPlacement) => Record<string, string>> {
+  const { join } = request;
+  if (join !== undefined) return (placement) => joinRankEnv(placement, join);
+  const world = {
+    size,
+    root: { host: rank0.addr, port: request.rootPort ?? (await pickRootPort(rank0)) },
+    jobId: randomBytes(4).toString('hex'),
+  };
+  return (placement) => rankEnv(placement, world);
 }
 
 function readHosts(request: LaunchRequest): HostEntry[] | undefined {

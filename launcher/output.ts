@@ -64,8 +64,8 @@ export class LineBuffer {
   }
 }
 
-/** The tag in front of each line of a rank's output. */
-export function rankTag(rank: number): Buffer {
+/** The tag in front of each line of a rank's output (`[2] `, or `[j0] ` for a joining rank). */
+export function rankTag(rank: number | string): Buffer {
   return Buffer.from(`[${rank}] `);
 }
 

@@ -139,6 +139,31 @@ export function rankEnv(placement: RankPlacement, world: WorldInfo): Record<stri
   return env;
 }
 
+/** MEMFLOW_JOB_ID of ranks started by --join (the world they join has its own id). */
+export const JOIN_JOB_ID = 'join';
+
+/**
+ * The MEMFLOW_* environment of a rank started by `--join`: it joins the running world whose rank 0
+ * serves its rendezvous at `root`. Its rank and the world's size are only known once rank 0 has
+ * admitted it, so MEMFLOW_RANK=0 and MEMFLOW_SIZE=1 are placeholders that keep the contract
+ * parseable; MEMFLOW_JOIN=1 tells the rank to ask rank 0 for its number. MEMFLOW_LOCAL_RANK counts
+ * the ranks of this join per machine (not the ranks already running there).
+ */
+export function joinRankEnv(placement: RankPlacement, root: RootAddress): Record<string, string> {
+  const env = rankEnv(placement, { size: 1, root, jobId: JOIN_JOB_ID });
+  env.MEMFLOW_RANK = '0';
+  env.MEMFLOW_JOIN = '1';
+  return env;
+}
+
+/**
+ * How output tags and reports name the rank at `index` of a --join launch: its real number is only
+ * assigned by rank 0 at wire-up, so `j0`, `j1`, ... (the index within this join).
+ */
+export function joinName(index: number): string {
+  return `j${index}`;
+}
+
 function spawnMode(local: boolean, input: PlanInput): SpawnMode {
   if (input.execTemplate === true) return 'exec';
   if (input.launcher !== undefined) return input.launcher;

@@ -6,6 +6,11 @@
  *   other ranks and the launcher exits with that rank's status. With `continue` (the default in
  *   store mode, which survives data-rank deaths) the others keep running and the launcher exits
  *   when all have ended, with rank 0's status — except that rank 0 ending stops the others.
+ * - With --restart N, a rank other than rank 0 that fails is first started again (same environment,
+ *   same host), up to N times per rank, one line each; only when its restarts are used up does the
+ *   policy above apply. Ranks the launcher is stopping itself are never restarted.
+ * - A --join launch has no rank 0: nothing ends the job but the end of all its ranks, and under
+ *   `continue` the launcher exits with the status of the first rank that failed for good (else 0).
  * - SIGINT/SIGTERM/SIGHUP to the launcher stop every rank; the launcher exits 128 + signal number.
  * - Stopping a rank means a TERMINATE frame to its guard, which SIGTERMs the program's process
  *   group and SIGKILLs it after the grace period. Should a guard not end within the grace period
@@ -21,7 +26,10 @@ import type { LaunchedRank, RankEnd } from './rank-process.js';
 export const ESCALATION_MS = 2000;
 
 export interface SupervisedRank {
+  /** The rank number; in a --join launch the index within the join. */
   rank: number;
+  /** How reports name it when not `rank <rank>` (`j1` for the ranks of a --join launch). */
+  name?: string;
   host: string;
   mode: SpawnMode;
   process: LaunchedRank;
@@ -38,6 +46,18 @@ export interface SupervisorOptions {
   report(line: string): void;
   /** Called once when rank 0 has ended (the launcher stops forwarding stdin to it). */
   onRank0Ended?(): void;
+  /**
+   * False for a --join launch: its ranks are not rank 0 of any world (rank 0 runs elsewhere), so
+   * none of the rank-0 rules apply to `rank: 0`. Default true.
+   */
+  hasRank0?: boolean;
+  /** How many times each rank but rank 0 may be restarted after a failure (default 0). */
+  maxRestarts?: number;
+  /**
+   * Starts `rank` again exactly as it was started, replacing its process, outputDone and notice.
+   * Required when maxRestarts > 0.
+   */
+  restart?(rank: SupervisedRank): void;
 }
 
 export class Supervisor {
@@ -47,6 +67,9 @@ export class Supervisor {
   private stopStatus: number | null = null;
   private failureStatus: number | null = null;
   private rank0Status: number | null = null;
+  /** The first status of a rank that failed for good (the exit status of a --join launch). */
+  private firstFailureStatus: number | null = null;
+  private readonly restartsUsed = new Map<number, number>();
   private readonly timers: NodeJS.Timeout[] = [];
 
   constructor(
@@ -61,7 +84,9 @@ export class Supervisor {
     await Promise.all(this.ranks.map((rank) => this.watch(rank)));
     this.timers.forEach(clearTimeout);
     if (this.stopStatus !== null) return this.stopStatus;
-    if (this.options.onRankFailure === 'continue') return this.rank0Status ?? 0;
+    if (this.options.onRankFailure === 'continue') {
+      return this.hasRank0 ? (this.rank0Status ?? 0) : (this.firstFailureStatus ?? 0);
+    }
     return this.failureStatus ?? 0;
   }
 
@@ -91,12 +116,26 @@ export class Supervisor {
     this.stopAll();
   }
 
+  private get hasRank0(): boolean {
+    return this.options.hasRank0 !== false;
+  }
+
+  private isRank0(rank: SupervisedRank): boolean {
+    return this.hasRank0 && rank.rank === 0;
+  }
+
   private async watch(rank: SupervisedRank): Promise<void> {
-    const end = await rank.process.ended;
-    await rank.outputDone;
+    let end: RankEnd;
+    let status: number;
+    for (;;) {
+      end = await rank.process.ended;
+      await rank.outputDone;
+      status = exitStatus(end, rank.notice);
+      if (!this.restartIfAllowed(rank, end, status)) break;
+    }
     this.live.delete(rank.rank);
-    const status = exitStatus(end, rank.notice);
-    if (rank.rank === 0) {
+    const isRank0 = this.isRank0(rank);
+    if (isRank0) {
       this.rank0Status = status;
       this.options.onRank0Ended?.();
     }
@@ -104,7 +143,7 @@ export class Supervisor {
     if (this.stopRequested) return;
     // Rank 0 is the root every SPMD job (and the store's coordinator) hangs on: under `continue`
     // the job outlives any other rank, but when rank 0 ends, the job is over.
-    if (rank.rank === 0 && this.options.onRankFailure === 'continue' && this.live.size > 0) {
+    if (isRank0 && this.options.onRankFailure === 'continue' && this.live.size > 0) {
       if (status !== 0)
         this.options.report(
           `memflow-run: ${describeFailure(rank, end).text}; stopped the other ranks`,
@@ -113,6 +152,7 @@ export class Supervisor {
       return;
     }
     if (status === 0) return;
+    this.firstFailureStatus ??= status;
 
     const abort = this.options.onRankFailure === 'abort';
     const othersLive = this.live.size > 0;
@@ -131,6 +171,27 @@ export class Supervisor {
       this.failureStatus = status;
       this.stopAll();
     }
+  }
+
+  /**
+   * Restarts `rank` after an end with `status` if --restart allows it: a failure (not a start
+   * error, which would only repeat), not rank 0, not a rank the launcher is stopping, and restarts
+   * left for this rank. Reports the restart in one line; returns whether it restarted.
+   */
+  private restartIfAllowed(rank: SupervisedRank, end: RankEnd, status: number): boolean {
+    const max = this.options.maxRestarts ?? 0;
+    const restart = this.options.restart;
+    if (status === 0 || this.stopRequested || this.isRank0(rank) || restart === undefined) {
+      return false;
+    }
+    const used = this.restartsUsed.get(rank.rank) ?? 0;
+    if (used >= max) return false;
+    const failure = describeFailure(rank, end);
+    if (failure.startError) return false;
+    this.restartsUsed.set(rank.rank, used + 1);
+    this.options.report(`memflow-run: ${failure.text}; restarting it (${used + 1} of ${max})`);
+    restart(rank);
+    return true;
   }
 
   private stopAll(): void {
@@ -178,20 +239,21 @@ export function exitStatus(end: RankEnd, notice?: GuardNotice): number {
 
 /** The sentence that explains a failed rank (without the `memflow-run: ` prefix). */
 export function describeFailure(
-  rank: Pick<SupervisedRank, 'rank' | 'host' | 'mode' | 'notice'>,
+  rank: Pick<SupervisedRank, 'rank' | 'name' | 'host' | 'mode' | 'notice'>,
   end: RankEnd,
 ): { text: string; startError: boolean } {
+  const name = rank.name ?? String(rank.rank);
   const startError = (command: string, code: string, message: string): string =>
     code === 'ENOENT'
-      ? `cannot start rank ${rank.rank}: ${command} not found`
+      ? `cannot start rank ${name}: ${command} not found`
       : code === 'EACCES'
-        ? `cannot start rank ${rank.rank}: ${command} is not executable (permission denied)`
-        : `cannot start rank ${rank.rank}: ${command}: ${message}`;
+        ? `cannot start rank ${name}: ${command} is not executable (permission denied)`
+        : `cannot start rank ${name}: ${command}: ${message}`;
   if (rank.notice !== undefined) {
     const { program, code, message } = rank.notice;
     return { text: startError(program, code, message), startError: true };
   }
-  const where = `rank ${rank.rank} on ${rank.host}`;
+  const where = `rank ${name} on ${rank.host}`;
   switch (end.kind) {
     case 'not-started':
       return { text: startError(end.command, end.errorCode, end.message), startError: true };

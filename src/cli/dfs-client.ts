@@ -31,7 +31,8 @@ type Action =
   | { kind: 'retrieve'; name: string; output: string; force: boolean }
   | { kind: 'metadata'; name: string; json: boolean }
   | { kind: 'delete'; name: string }
-  | { kind: 'list'; json: boolean };
+  | { kind: 'list'; json: boolean }
+  | { kind: 'rebalance'; json: boolean };
 
 interface Parsed {
   action: Action;
@@ -53,6 +54,7 @@ function parse(args: string[]): Parsed {
         "  $0 <name> -m [--json]               show a file's metadata",
         '  $0 <name> -d                        delete a file',
         '  $0 list [--json]                    list the files in the store',
+        "  $0 rebalance [--json]               move copies until the data ranks' fractions used are within 5 points",
       ].join('\n'),
     )
     .option('a', { alias: 'upload', type: 'boolean', describe: 'upload <file>' })
@@ -116,6 +118,10 @@ function parse(args: string[]): Parsed {
   if (target === 'list' && chosen.length === 0) {
     refuseOptions('list', { as: asName, output, force });
     return { action: { kind: 'list', json }, ...common };
+  }
+  if (target === 'rebalance' && chosen.length === 0) {
+    refuseOptions('rebalance', { as: asName, output, force });
+    return { action: { kind: 'rebalance', json }, ...common };
   }
   if (chosen.length !== 1) {
     throw new UsageError(
@@ -249,6 +255,16 @@ async function perform(client: DfsClient, action: Action, signal: AbortSignal): 
       out(action.json ? JSON.stringify(files, null, 2) : formatList(files));
       return;
     }
+    case 'rebalance': {
+      const result = await client.rebalance();
+      const points = (f: number): string => `${(f * 100).toFixed(1)} points`;
+      out(
+        action.json
+          ? JSON.stringify(result, null, 2)
+          : `moved ${plural(result.moves, 'copy')} (${formatSize(result.bytesMoved)}); spread of fractions used ${points(result.spreadBefore)} → ${points(result.spreadAfter)}`,
+      );
+      return;
+    }
   }
 }
 
@@ -374,6 +390,8 @@ function attempted(action: Action): string {
       return `cannot delete "${action.name}"`;
     case 'list':
       return 'cannot list the files';
+    case 'rebalance':
+      return 'cannot rebalance';
   }
 }
 

@@ -29,6 +29,7 @@ import type {
   ChunkInfo,
   FileMetadata,
   ListEntry,
+  RebalanceResult,
   Request,
   RequestOp,
   StatusResult,
@@ -269,6 +270,18 @@ export class DfsClient {
     const reply = await this.request({ op: 'status' });
     if (!Array.isArray(reply.fields.ranks)) throw badReply('status', 'ranks is not an array');
     return reply.fields as unknown as StatusResult;
+  }
+
+  /** Moves copies until the live data ranks' fractions used are within 5 points of each other. */
+  async rebalance(): Promise<RebalanceResult> {
+    // Moving copies takes as long as it takes: give it far longer than one request.
+    const reply = await this.request(
+      { op: 'rebalance' },
+      { timeoutMs: Math.max(this.timeoutMs, 3_600_000) },
+    );
+    if (typeof reply.fields.moves !== 'number')
+      throw badReply('rebalance', 'moves is not a number');
+    return reply.fields as unknown as RebalanceResult;
   }
 
   /** Closes the socket; requests still outstanding fail CLIENT_CLOSED. Idempotent. */

@@ -115,7 +115,6 @@ class Router {
 export class Communicator {
   /** This process's index in the group. */
   readonly rank: number;
-  readonly size: number;
   readonly clock: Clock;
   readonly defaultTimeoutMs: number;
   readonly largeBcast: 'tree' | 'chain';
@@ -160,10 +159,14 @@ export class Communicator {
       );
     }
     this.rank = me;
-    this.size = group.length;
     router.contexts.set(contextId, this);
     for (const msg of router.orphans.get(contextId) ?? []) this.deliver(msg);
     router.orphans.delete(contextId);
+  }
+
+  /** Members of this communicator. */
+  get size(): number {
+    return this.group.length;
   }
 
   /** This process's world rank. */
@@ -205,6 +208,23 @@ export class Communicator {
       largeBcast: this.largeBcast,
       ...options,
     });
+  }
+
+  /**
+   * Admits world ranks that joined after the launch into this (world) communicator: ranks are
+   * numbered on, so the group stays 0..size-1 and local and world numbers stay equal.
+   */
+  admit(worldRank: number): void {
+    if (this.worldToLocal.has(worldRank)) return;
+    if (worldRank !== this.group.length) {
+      throw new CommError(
+        'COMM_BAD_ARGUMENT',
+        `rank ${worldRank} cannot join a group of ${this.group.length}: ranks join in order`,
+        { ranks: [worldRank] },
+      );
+    }
+    (this.group as number[]).push(worldRank);
+    this.worldToLocal.set(worldRank, this.group.length - 1);
   }
 
   /** Fails every wait on `worldRank` now and later with COMM_PEER_FAILED (ULFM's failure notice). */

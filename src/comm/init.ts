@@ -20,9 +20,11 @@ export async function initWorld(
   env: Record<string, string | undefined>,
   options: WireupOptions & CommunicatorOptions = {},
 ): Promise<World> {
-  const we = parseWorldEnv(env);
+  // A joining rank (memflow-run --join) carries placeholder rank/size: rank 0 assigns its number.
+  const joining = env.MEMFLOW_JOIN === '1';
+  const we = parseWorldEnv(joining ? { ...env, MEMFLOW_RANK: '0', MEMFLOW_SIZE: '1' } : env);
   const wired = await wireUp(
-    { rank: we.rank, size: we.size, root: we.root, host: we.host, jobId: we.jobId },
+    { rank: joining ? -1 : we.rank, size: we.size, root: we.root, host: we.host, jobId: we.jobId },
     options,
   );
   const comm = Communicator.world(wired.transport, wired.size, options);

@@ -135,6 +135,20 @@ export class MemoryNetwork {
   }
 
   /**
+   * Stops a rank like SIGSTOP: nothing it sends leaves and nothing sent to it arrives, but its
+   * connections stay up (no peer events), so only silence gives it away. Messages wait, in order,
+   * until `resume`. Throws COMM_BAD_ARGUMENT for a rank never created.
+   */
+  stall(rank: number): void {
+    this.fabric.stall(rank);
+  }
+
+  /** Like SIGCONT: delivers what waited, in order, and lets the rank talk again. */
+  resume(rank: number): void {
+    this.fabric.resume(rank);
+  }
+
+  /**
    * From now on, drops each message between distinct ranks with probability `p`, decided by the
    * injected Random at send time (one draw per message, only while p > 0). `send` still
    * resolves. Throws COMM_BAD_ARGUMENT unless 0 <= p <= 1.
@@ -182,6 +196,8 @@ class Fabric {
   private readonly links = new Map<number, Map<number, InFlight[]>>();
   /** Partitioned pairs, keyed by pairKey(lower rank, higher rank). */
   private readonly blocked = new Set<string>();
+  /** Stopped ranks (SIGSTOP): their messages wait, in order, and no peer event fires. */
+  private readonly stalled = new Set<number>();
   private dropRate = 0;
   private delayMinMs = 0;
   private delayMaxMs = 0;
@@ -373,9 +389,16 @@ class Fabric {
     if (message.dropped) return;
     message.ready = true;
     message.cancelTimer = undefined;
-    const queue = this.link(message.source, message.dest);
-    // Hand over the ready prefix of the pair's queue: this is what keeps per-pair FIFO order
-    // when delays differ.
+    this.handOver(message.source, message.dest);
+  }
+
+  /**
+   * Hands over the ready prefix of a pair's queue: this is what keeps per-pair FIFO order when
+   * delays differ. Nothing moves while either end is stalled.
+   */
+  private handOver(source: number, dest: number): void {
+    if (this.stalled.has(source) || this.stalled.has(dest)) return;
+    const queue = this.link(source, dest);
     while (queue[0]?.ready === true) {
       const head = queue.shift()!;
       const target = this.endpoints.get(head.dest);
@@ -383,8 +406,21 @@ class Fabric {
       if (target?.state !== 'live') throw new Error(`internal: delivery to dead rank ${head.dest}`);
       target.accept(head.source, head.frames);
     }
-    const sender = this.endpoints.get(message.source);
+    const sender = this.endpoints.get(source);
     if (queue.length === 0 && sender?.state === 'closed') this.updatePeerViews();
+  }
+
+  stall(rank: number): void {
+    this.existing(rank);
+    this.stalled.add(rank);
+  }
+
+  resume(rank: number): void {
+    if (!this.stalled.delete(rank)) return;
+    for (const [source, byDest] of this.links) {
+      for (const dest of byDest.keys())
+        if (source === rank || dest === rank) this.handOver(source, dest);
+    }
   }
 
   private link(source: number, dest: number): InFlight[] {

@@ -145,7 +145,9 @@ export class Rendezvous {
     } catch {
       return; // a stranger on the port: ignore it rather than crash the world
     }
-    if (request.jobId !== this.jobId) {
+    // The job id keeps two launches from wiring up together. Once the world is complete, a rank
+    // that registers was sent here on purpose (a restart, or memflow-run --join): take it.
+    if (!this.complete && request.jobId !== this.jobId) {
       await this.reply(routingId, {
         type: 'error',
         message: `job id ${request.jobId} does not match this world's ${this.jobId}`,

@@ -104,6 +104,12 @@ export interface Status {
   id: number;
 }
 
+/** Moves copies until every live data rank's fraction used is within 5 points of the others. */
+export interface Rebalance {
+  op: 'rebalance';
+  id: number;
+}
+
 export type Request =
   | PutBegin
   | PutChunk
@@ -115,7 +121,8 @@ export type Request =
   | Stat
   | List
   | Delete
-  | Status;
+  | Status
+  | Rebalance;
 export type RequestOp = Request['op'];
 
 // ---- Results (the fields of an ok reply besides id/ok) -----------------------------------------
@@ -189,4 +196,12 @@ export interface StatusResult {
   chunkSizeBytes: number;
   files: number;
   underReplicatedChunks: number;
+}
+
+export interface RebalanceResult {
+  moves: number;
+  bytesMoved: number;
+  /** Largest minus smallest fraction of capacity used among live data ranks (0..1). */
+  spreadBefore: number;
+  spreadAfter: number;
 }

@@ -21,6 +21,7 @@ import type {
   FileMetadata,
   ListEntry,
   PutBegin,
+  RebalanceResult,
   Request,
   StatusResult,
   WireError,
@@ -37,7 +38,8 @@ import type { Transition } from './failure-detector.js';
 import { HealthMonitor } from './health.js';
 import { ANY_SOURCE } from '../comm/communicator.js';
 import { isCommError } from '../comm/errors.js';
-import { TAG_NOTICE, type Notice, type RankReport } from './messages.js';
+import { TAG_NOTICE, TAG_PEER, type Notice, type PeerUpdate, type RankReport } from './messages.js';
+import { rebalance } from './rebalance.js';
 import { liveHolders, Repairer, wantedCopies } from './repair.js';
 import { decodeRequest } from './validate.js';
 
@@ -200,10 +202,36 @@ export class Coordinator {
 
   // ---- health: heartbeats, deaths, rejoins, bad copies ----------------------------------------
 
+  /**
+   * A rank registered with the rendezvous after the launch: a data rank restarted on its data
+   * (same number, new port) or a new one joining (next number). Every data rank learns where it
+   * is; a restarted rank is taken back at once (its old incarnation's collectives are void).
+   */
+  onRankRegistered(rank: number, endpoint: string): void {
+    this.comm.admit(rank);
+    const update: PeerUpdate = { rank, endpoint };
+    for (const r of this.cluster.all()) {
+      if (r.rank !== rank && r.state !== 'dead')
+        void this.comm.send(r.rank, TAG_PEER, update).catch(() => undefined);
+    }
+    if (this.cluster.get(rank)) {
+      this.opts.log(`rank ${rank} restarted and registered again`);
+      this.health.restarted(rank);
+    } else {
+      this.opts.log(`rank ${rank} joined the world`);
+    }
+  }
+
   private onReport(report: RankReport, fromDeadRank: boolean): void {
     const known = this.cluster.get(report.rank);
     this.cluster.update(report);
-    if (!known) this.cluster.setState(report.rank, 'alive');
+    if (!known) {
+      // A new data rank's first heartbeat: it takes part in commands and placement from now on.
+      this.cluster.setState(report.rank, 'alive');
+      this.health.admit(report.rank);
+      void this.commands.reconfigure(this.liveDataRanks()).catch(() => undefined);
+      return;
+    }
     // A rank declared dead that speaks again (restarted on its data, or woken from a stop)
     // rejoins: it is watched again, and what it holds is reconciled with the index.
     if (fromDeadRank) this.health.admit(report.rank);
@@ -217,7 +245,7 @@ export class Coordinator {
       this.data.failRank(t.rank, 'was declared dead');
       void this.commands.reconfigure(this.liveDataRanks()).catch(() => undefined);
       void this.repairer.schedule();
-    } else if (t.from === 'dead' && t.to === 'alive') {
+    } else if (t.to === 'alive' && (t.from === 'dead' || t.restarted)) {
       this.comm.markAlive(t.rank);
       void this.commands.reconfigure(this.liveDataRanks()).catch(() => undefined);
       void this.reconcile(t.rank);
@@ -425,6 +453,8 @@ export class Coordinator {
         return { fields: {} };
       case 'status':
         return { fields: this.status() };
+      case 'rebalance':
+        return { fields: await this.rebalance() };
     }
   }
 
@@ -769,6 +799,21 @@ export class Coordinator {
           this.opts.log(`rank ${rank} could not delete ${list.length} chunks: ${String(err)}`),
         );
     }
+  }
+
+  /** One rebalance at a time; a second request waits for the running one and gets its result. */
+  private rebalancing: Promise<RebalanceResult> | undefined;
+
+  private rebalance(): Promise<RebalanceResult> {
+    this.rebalancing ??= rebalance({
+      index: this.index,
+      cluster: this.cluster,
+      data: this.data,
+      commit: (record) => this.commit(record),
+      deleteCopy: (rank, id, sizeBytes) => this.deleteCopies([{ id, sizeBytes, ranks: [rank] }]),
+      log: (line) => this.opts.log(line),
+    }).finally(() => (this.rebalancing = undefined));
+    return this.rebalancing;
   }
 
   // ---- metadata -------------------------------------------------------------------------------

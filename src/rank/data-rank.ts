@@ -16,6 +16,7 @@ import {
   TAG_COMMAND,
   TAG_HEARTBEAT,
   TAG_NOTICE,
+  TAG_PEER,
   TAG_DATA_REPLY,
   TAG_DATA_REQUEST,
   type Command,
@@ -23,6 +24,7 @@ import {
   type DataRequest,
   type InventoryReport,
   type Notice,
+  type PeerUpdate,
   type RankReport,
 } from './messages.js';
 import { Semaphore } from './semaphore.js';
@@ -45,6 +47,8 @@ export interface DataRankOptions {
   commandTimeoutMs?: number;
   /** Bytes per second the background scrub re-reads and verifies (0 turns it off). */
   scrubBytesPerSecond?: number;
+  /** Tells the transport where a restarted or joined rank can now be reached. */
+  onPeer?: (rank: number, endpoint: string) => void;
   log?: (line: string) => void;
 }
 
@@ -83,7 +87,7 @@ export class DataRank {
     this.heartbeat();
     this.scrub();
     try {
-      await Promise.all([this.requestLoop(), this.commandLoop()]);
+      await Promise.all([this.requestLoop(), this.commandLoop(), this.peerLoop()]);
     } finally {
       signal.removeEventListener('abort', onAbort);
       this.stopHeartbeat();
@@ -236,6 +240,26 @@ export class DataRank {
       const code = err instanceof StoreError ? err.code : 'STORE_INTERNAL';
       const message = err instanceof Error ? err.message : String(err);
       return { reply: { reqId: req.reqId, ok: false, code, message }, payload: [] };
+    }
+  }
+
+  /** Rank 0's news of ranks that restarted (new port) or joined (new number). */
+  private async peerLoop(): Promise<void> {
+    for (;;) {
+      let update: PeerUpdate;
+      try {
+        update = (
+          await this.comm.recv<PeerUpdate>(0, TAG_PEER, {
+            timeoutMs: Infinity,
+            signal: this.stop.signal,
+          })
+        ).data;
+      } catch (err) {
+        if (this.stop.signal.aborted || isCommError(err, 'COMM_CLOSED')) return;
+        throw err;
+      }
+      this.options.onPeer?.(update.rank, update.endpoint);
+      if (update.rank >= this.comm.size) this.comm.admit(update.rank);
     }
   }
 

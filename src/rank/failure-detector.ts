@@ -37,6 +37,8 @@ export interface Transition {
   to: RankState;
   /** Why, in words, for the log and the status page. */
   reason: string;
+  /** Set when the rank's process was replaced: whatever it did before is void, even if from === to. */
+  restarted?: true;
 }
 
 interface Tracked {
@@ -100,6 +102,23 @@ export class FailureDetector {
   reconnected(rank: number): void {
     const t = this.ranks.get(rank);
     if (t) t.disconnectedAtMs = undefined;
+  }
+
+  /**
+   * The rank's process was replaced (it registered again on a new port): whatever its old
+   * incarnation was doing is void. Returns the transitions that takes, ending alive.
+   */
+  restarted(rank: number, nowMs: number): Transition[] {
+    const t = this.ranks.get(rank);
+    if (!t) {
+      this.watch(rank, nowMs);
+      return [];
+    }
+    const from = t.state;
+    t.state = 'alive';
+    t.lastHeardMs = nowMs;
+    t.disconnectedAtMs = undefined;
+    return [{ rank, from, to: 'alive', reason: 'its process was replaced', restarted: true }];
   }
 
   /** A dead rank came back (restarted on its data, or re-registered): alive again. */

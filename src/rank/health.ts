@@ -47,9 +47,15 @@ export class HealthMonitor {
     this.tick();
   }
 
-  /** Watches a rank that joined or rejoined. */
+  /** Watches a rank that joined or rejoined (a rank held dead becomes alive: a transition). */
   admit(rank: number): void {
-    this.apply(this.detector.rejoined(rank, this.comm.clock.now()));
+    if (this.detector.state(rank) === undefined) this.detector.watch(rank, this.comm.clock.now());
+    else this.apply(this.detector.rejoined(rank, this.comm.clock.now()));
+  }
+
+  /** The rank's process was replaced: it goes through dead to alive, so it is taken back whole. */
+  restarted(rank: number): void {
+    this.apply(this.detector.restarted(rank, this.comm.clock.now()));
   }
 
   close(): void {

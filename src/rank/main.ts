@@ -42,7 +42,13 @@ export async function runStore(
   options: StoreOptions,
   log: (line: string) => void,
 ): Promise<RunningRank> {
-  const world = await initWorld(env, { defaultTimeoutMs: 60_000 });
+  // Rank 0 hears of ranks registering after the launch (restarts, joins) through the
+  // rendezvous; the coordinator that handles them exists only once the world is up.
+  const late: { onRegistered?: (rank: number, endpoint: string) => void } = {};
+  const world = await initWorld(env, {
+    defaultTimeoutMs: 60_000,
+    onLateRegistration: (rank, endpoint) => late.onRegistered?.(rank, endpoint),
+  });
   const { comm } = world;
   const clock = new SystemClock();
   const host = env.MEMFLOW_HOST ?? '127.0.0.1';
@@ -60,6 +66,7 @@ export async function runStore(
       log,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       scrubBytesPerSecond: options.scrubBytesPerSecond,
+      onPeer: (rank, endpoint) => world.transport.addPeer(rank, endpoint),
     });
     const stopper = new AbortController();
     const done = dataRank.run(stopper.signal).finally(() => world.finalize());
@@ -83,6 +90,7 @@ export async function runStore(
     deadAfterMs: options.deadAfterMs,
     log,
   });
+  late.onRegistered = (rank, endpoint) => coordinator.onRankRegistered(rank, endpoint);
   const service = await ServiceSocket.bind(options.bind, options.port, {
     maxMessageBytes: options.chunkSizeBytes + 64 * 1024,
   });
@@ -95,7 +103,8 @@ export async function runStore(
   }
   log(
     `MemFlow store ready: clients connect to ${options.bind}:${options.port} ` +
-      `(${dataRanks} data ranks, ${options.replicas} copies, ${formatSize(options.chunkSizeBytes)} chunks, ${index.size()} files)`,
+      `(${dataRanks} data ranks, ${options.replicas} copies, ${formatSize(options.chunkSizeBytes)} chunks, ${index.size()} files); ` +
+      `new data ranks join with: memflow-run --join ${env.MEMFLOW_ROOT ?? '?'}`,
   );
   let resolveDone: () => void = () => {};
   const done = new Promise<void>((resolve) => (resolveDone = resolve));

@@ -12,7 +12,12 @@ export const TAG_COMMAND = 3; // rank 0 → data ranks: Command, followed by its
 export const TAG_HEARTBEAT = 4; // data rank → rank 0: RankReport, every heartbeat interval
 export const TAG_NOTICE = 5; // data rank → rank 0: Notice (the scrub found a bad copy)
 
+export const TAG_PEER = 6; // rank 0 → data ranks: PeerUpdate (a rank restarted or joined)
+
 export type Notice = { op: 'bad-copy'; chunkId: string; reason: string };
+
+/** Where a rank that restarted (new port) or joined (new number) can now be reached. */
+export type PeerUpdate = { rank: number; endpoint: string };
 
 export type DataRequest =
   | { op: 'put'; reqId: number; chunkId: string; checksum: string }

@@ -20,6 +20,7 @@ const FIELDS: Record<RequestOp, Record<string, FieldType>> = {
   list: {},
   delete: { name: 'string' },
   status: {},
+  rebalance: {},
 };
 
 /** The id of a message, if it has a usable one (so even a bad request gets an answer it can match). */

@@ -27,13 +27,15 @@
  * so a crash in the middle of one leaves two identical copies, which replay treats as one (the
  * copy in the higher volume wins, the other is garbage).
  *
- * Durability: puts go to a write queue; one writer appends everything queued as one batch (one
- * pwritev at an explicit position through the volume's single FileHandle), fdatasyncs once, and
- * only then resolves the puts of the batch (group commit: puts arriving during a sync ride the
- * next one). Deletes resolve once their tombstone is written, without waiting for a sync: a chunk
- * that reappears after a power loss is an orphan the coordinator collects at start-up. A volume is
- * fdatasync'd before the next one is started and the new file's directory entry is fsync'd, so
- * only the tail of the newest volume can ever be torn.
+ * Durability: puts and deletes go to a write queue. A write loop appends everything queued as
+ * one batch (pwritev at explicit positions through the volume's single FileHandle, never
+ * O_APPEND) as soon as its previous write is done; a sync loop fdatasyncs the volume whenever
+ * written puts wait for it, and resolves them only then. Puts arriving while a sync runs are
+ * written meanwhile and made durable together by the next sync (group commit: one fdatasync for
+ * many puts). Deletes resolve once their tombstone is written, without waiting for a sync: a
+ * chunk that reappears after a power loss is an orphan the coordinator collects at start-up. A
+ * volume is fdatasync'd before the next one is started, and the new file's directory entry is
+ * fsync'd, so only the tail of the newest volume can ever be torn.
  *
  * Recovery: a record header is bad if it is cut off, has no magic, fails its CRC or holds
  * impossible fields; a record is cut off if it runs past the end of the file. In the newest
@@ -240,10 +242,11 @@ function encodeRecordHead(
   dataLength: number,
   checksumHex: string,
 ): Buffer {
-  const head = Buffer.alloc(RECORD_HEADER_BYTES + id.length);
+  const head = Buffer.allocUnsafe(RECORD_HEADER_BYTES + id.length);
   head.writeUInt32LE(RECORD_MAGIC, 0);
   head[4] = type;
   head[5] = id.length;
+  head.writeUInt16LE(0, 6);
   head.writeUInt32LE(seq % 0x1_0000_0000, 8);
   head.writeUInt32LE(Math.floor(seq / 0x1_0000_0000), 12);
   head.writeUInt32LE(dataLength, 16);
@@ -497,8 +500,8 @@ interface Volume {
   /** Record bytes (header + id + data) of the live chunks in this volume, and their number. */
   liveBytes: number;
   liveCount: number;
-  /** Written since its last fdatasync (tombstones do not wait for one). */
-  dirty: boolean;
+  /** End of what the last fdatasync covered (tombstones do not wait for one). */
+  syncedEnd: number;
   /** get()s reading from it now: a removed volume's file is closed when they finish. */
   readers: number;
   retired: boolean;
@@ -547,7 +550,11 @@ export class VolumeChunkStore implements ChunkStore {
 
   private readonly queue: WriteItem[] = [];
   private writing = false;
+  /** Written records waiting for an fdatasync, and whether the sync loop runs. */
+  private unsynced: { item: WriteItem; where: { volume: Volume; offset: number } }[] = [];
+  private syncing = false;
   private idleWaiters: (() => void)[] = [];
+  private syncWaiters: (() => void)[] = [];
 
   private compactionChain: Promise<unknown> = Promise.resolve();
   private compactionRunning = false;
@@ -649,7 +656,7 @@ export class VolumeChunkStore implements ChunkStore {
         fileBytes,
         liveBytes: 0,
         liveCount: 0,
-        dirty: false,
+        syncedEnd: 0,
         readers: 0,
         retired: false,
         noCompact: false,
@@ -737,6 +744,8 @@ export class VolumeChunkStore implements ChunkStore {
       this.used += b.put.sizeBytes;
     }
     this.nextSeq = maxSeq + 1;
+    // What open() found is on disk already (or in the page cache of a process that crashed).
+    for (const v of this.volumes.values()) v.syncedEnd = v.end;
     // No usable newest volume (none yet, or the newest is damaged): start a fresh one.
     this.current = current ?? (await this.createVolume(this.lastVolumeNumber + 1));
   }
@@ -763,7 +772,7 @@ export class VolumeChunkStore implements ChunkStore {
       fileBytes: VOLUME_FILE_HEADER_BYTES,
       liveBytes: 0,
       liveCount: 0,
-      dirty: false,
+      syncedEnd: VOLUME_FILE_HEADER_BYTES,
       readers: 0,
       retired: false,
       noCompact: false,
@@ -1016,7 +1025,7 @@ export class VolumeChunkStore implements ChunkStore {
       this.closing = (async () => {
         await this.compactionChain;
         await this.idle();
-        if (this.current.dirty && this.failed === undefined) {
+        if (this.current.syncedEnd < this.current.end && this.failed === undefined) {
           await this.current.handle.datasync().catch(() => {});
         }
         await Promise.all(
@@ -1042,6 +1051,12 @@ export class VolumeChunkStore implements ChunkStore {
   }
 
   // ---- the writer -----------------------------------------------------------------------------
+  //
+  // Two loops. The write loop appends everything queued, as one batch at explicit positions, to
+  // the newest volume as soon as its previous write is done. The sync loop fdatasyncs the volume
+  // whenever records written since its last sync wait for one, then resolves them. Records queued
+  // while a sync runs are written meanwhile and made durable together by the next sync: many puts
+  // share one fdatasync, and the disk is not left idle while a batch is copied to the kernel.
 
   private enqueue(
     parts: Uint8Array[],
@@ -1053,17 +1068,29 @@ export class VolumeChunkStore implements ChunkStore {
       if (!this.writing) {
         this.writing = true;
         // In a microtask, so writes queued in the same synchronous stretch share the batch.
-        queueMicrotask(() => void this.drain());
+        queueMicrotask(() => void this.writeLoop());
       }
     });
   }
 
+  private isIdle(): boolean {
+    return !this.writing && !this.syncing && this.queue.length === 0 && this.unsynced.length === 0;
+  }
+
+  /** Resolves when everything queued is written and every sync asked for is done. */
   private idle(): Promise<void> {
-    if (!this.writing && this.queue.length === 0) return Promise.resolve();
+    if (this.isIdle()) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  private async drain(): Promise<void> {
+  private wakeIdle(): void {
+    if (!this.isIdle()) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  private async writeLoop(): Promise<void> {
     try {
       while (this.queue.length > 0) {
         if (this.failed) {
@@ -1081,21 +1108,20 @@ export class VolumeChunkStore implements ChunkStore {
             continue;
           }
         }
-        const batch: WriteItem[] = [];
+        let count = 0;
         let bytes = 0;
-        while (this.queue.length > 0) {
-          const item = this.queue[0] as WriteItem;
+        for (const item of this.queue) {
           if (
-            batch.length > 0 &&
+            count > 0 &&
             (bytes + item.bytes > MAX_BATCH_BYTES ||
               volume.end + bytes + item.bytes > this.volumeBytes)
           ) {
             break;
           }
-          this.queue.shift();
-          batch.push(item);
+          count++;
           bytes += item.bytes;
         }
+        const batch = this.queue.splice(0, count);
         try {
           await this.writeBatch(volume, batch);
         } catch (err) {
@@ -1105,12 +1131,11 @@ export class VolumeChunkStore implements ChunkStore {
       }
     } finally {
       this.writing = false;
-      const waiters = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const wake of waiters) wake();
+      this.wakeIdle();
     }
   }
 
+  /** Writes `batch` at the end of `volume`; hands the items that need a sync to the sync loop. */
   private async writeBatch(volume: Volume, batch: WriteItem[]): Promise<void> {
     const start = volume.end;
     const offsets: number[] = [];
@@ -1158,40 +1183,71 @@ export class VolumeChunkStore implements ChunkStore {
     }
     volume.end = position;
     volume.fileBytes = position;
-    volume.dirty = true;
     this.counters.batches++;
-    const where = (i: number): { volume: Volume; offset: number } => ({
-      volume,
-      offset: offsets[i] as number,
-    });
-    // Tombstones need not wait for the fdatasync.
     batch.forEach((item, i) => {
-      if (!item.sync) item.resolve(where(i));
+      const where = { volume, offset: offsets[i] as number };
+      // Tombstones need not wait for an fdatasync.
+      if (item.sync) this.unsynced.push({ item, where });
+      else item.resolve(where);
     });
-    if (!batch.some((item) => item.sync)) return;
-    try {
-      await volume.handle.datasync();
-    } catch (err) {
-      // After a failed fsync the kernel may have dropped the dirty pages and report success next
-      // time (the PostgreSQL "fsyncgate" lesson): nothing written since can be trusted.
-      this.failed = ioError(
-        err,
-        `${volumeFileName(volume.number)} could not be fdatasync'd; restart the rank to rescan it`,
-      );
-      for (const item of batch) if (item.sync) item.reject(this.failed);
-      return;
+    if (this.unsynced.length > 0 && !this.syncing) {
+      this.syncing = true;
+      void this.syncLoop();
     }
-    volume.dirty = false;
-    this.counters.syncs++;
-    batch.forEach((item, i) => {
-      if (item.sync) item.resolve(where(i));
-    });
+  }
+
+  private async syncLoop(): Promise<void> {
+    try {
+      while (this.unsynced.length > 0) {
+        // Everything here was written before this sync starts, so the sync covers it.
+        const group = this.unsynced.splice(0);
+        if (this.failed) {
+          for (const { item } of group) item.reject(this.failed);
+          continue;
+        }
+        // One volume, normally: a roll waits for the syncs of the volume it seals.
+        const volumes = new Set(group.map((g) => g.where.volume));
+        try {
+          for (const volume of volumes) {
+            const end = volume.end;
+            await volume.handle.datasync();
+            volume.syncedEnd = Math.max(volume.syncedEnd, end);
+            this.counters.syncs++;
+          }
+        } catch (err) {
+          // After a failed fsync the kernel may have dropped the dirty pages and report success
+          // next time (the PostgreSQL "fsyncgate" lesson): nothing written since can be trusted.
+          this.failed = ioError(
+            err,
+            "a volume could not be fdatasync'd; restart the rank to rescan the volumes",
+          );
+          for (const { item } of group) item.reject(this.failed);
+          continue;
+        }
+        for (const { item, where } of group) item.resolve(where);
+      }
+    } finally {
+      this.syncing = false;
+      const waiters = this.syncWaiters;
+      this.syncWaiters = [];
+      for (const wake of waiters) wake();
+      this.wakeIdle();
+    }
+  }
+
+  /** Resolves when no sync runs or waits (the sync loop is kicked whenever one is needed). */
+  private syncsDone(): Promise<void> {
+    if (!this.syncing) return Promise.resolve();
+    return new Promise((resolve) => this.syncWaiters.push(resolve));
   }
 
   /** Seals the newest volume (durably) and starts the next one. */
   private async roll(): Promise<Volume> {
+    await this.syncsDone();
+    if (this.failed) throw this.failed;
     const old = this.current;
-    if (old.dirty) {
+    if (old.syncedEnd < old.end) {
+      // Tombstones written since the last sync.
       try {
         await old.handle.datasync();
       } catch (err) {
@@ -1201,7 +1257,7 @@ export class VolumeChunkStore implements ChunkStore {
         );
         throw this.failed;
       }
-      old.dirty = false;
+      old.syncedEnd = old.end;
       this.counters.syncs++;
     }
     this.current = await this.createVolume(this.lastVolumeNumber + 1);

@@ -363,6 +363,121 @@ describe('exit policy', () => {
   });
 });
 
+describe('--restart', () => {
+  /** The `[R] start MEMFLOW_...` lines the probe prints each time rank R starts. */
+  const startLines = (run: LauncherRun, rank: number): string[] =>
+    run.stdout.filter((line) => line.startsWith(`[${rank}] start `));
+
+  it('restarts a failed rank once with the same environment, and the job then ends 0', async () => {
+    const dir = tempDir('restart');
+    const probe = ['node', PROBE, '--exit-early', '1', '--exit-code', '3', '--once-dir', dir];
+    const run = launch(['-n', '3', '--restart', '3', '--', ...probe]);
+    const pids = await run.ready(3);
+    const restartLine =
+      'memflow-run: rank 1 on localhost exited with status 3; restarting it (1 of 3)';
+    await run.waitFor('the restart line', () => run.stderr.includes(restartLine));
+    expect(run.stderr).toEqual([restartLine]);
+    const [first, second, ...more] = startLines(run, 1);
+    expect(more).toEqual([]);
+    expect(first).toMatch(
+      /^\[1\] start MEMFLOW_HOST=127\.0\.0\.1 MEMFLOW_JOB_ID=[0-9a-f]{8} MEMFLOW_LOCAL_RANK=1 MEMFLOW_RANK=1 MEMFLOW_ROOT=127\.0\.0\.1:\d+ MEMFLOW_SIZE=3$/,
+    );
+    expect(second).toBe(first);
+    expect(startLines(run, 0)).toHaveLength(1);
+    expect(startLines(run, 2)).toHaveLength(1);
+    expect(run.stdout).toContain(`[1] ready rank=1 size=3 pid=${pids[1]}`);
+    for (const pid of pids) process.kill(pid, 'SIGUSR1');
+    expect(await run.ended()).toEqual({ code: 0, signal: null });
+    expect(run.stderr).toHaveLength(1);
+  });
+
+  it('applies the abort policy once the restarts are used up', async () => {
+    const probe = ['node', PROBE, '--exit-early', '1', '--exit-code', '3'];
+    const run = launch(['-n', '3', '--restart', '1', '--', ...probe]);
+    expect(await run.ended()).toEqual({ code: 3, signal: null });
+    expect(run.stderr).toEqual([
+      'memflow-run: rank 1 on localhost exited with status 3; restarting it (1 of 1)',
+      'memflow-run: rank 1 on localhost exited with status 3; stopped the other ranks',
+    ]);
+    expect(startLines(run, 1)).toHaveLength(2);
+    await expectAllGone([...run.readyPids().values()]);
+  });
+
+  it('restarts a rank killed by a signal, but neither rank 0 nor ranks the launcher stops', async () => {
+    const run = launch(['-n', '3', '--restart', '2', '--', 'node', PROBE, '--trap-term']);
+    const pids = await run.ready(3);
+    process.kill(pids[2]!, 'SIGKILL');
+    const restartLine =
+      'memflow-run: rank 2 on localhost exited with status 137 (SIGKILL); restarting it (1 of 2)';
+    await run.waitFor('rank 2 restarted', () => run.readyPids().get(2) !== pids[2]);
+    await run.waitFor('the restart line', () => run.stderr.includes(restartLine));
+    expect(run.stderr).toEqual([restartLine]);
+    const restarted = run.readyPids().get(2)!;
+    run.child.kill('SIGTERM');
+    expect(await run.ended()).toEqual({ code: 143, signal: null });
+    expect(run.stderr).toHaveLength(2);
+    await expectAllGone([...pids, restarted]);
+
+    const rank0 = launch(['-n', '2', '--restart', '2', '--', 'node', PROBE, '--fail-rank', '0']);
+    const rank0Pids = await rank0.ready(2);
+    process.kill(rank0Pids[0]!, 'SIGUSR1');
+    expect(await rank0.ended()).toEqual({ code: 1, signal: null });
+    expect(rank0.stderr).toEqual([
+      'memflow-run: rank 0 on localhost exited with status 1; stopped the other ranks',
+    ]);
+  });
+});
+
+describe('--join', () => {
+  it('starts -n ranks tagged [jI] with the joiner environment and waits for all of them', async () => {
+    const run = launch(
+      [
+        '--join',
+        '127.0.0.1:40123',
+        '-n',
+        '2',
+        '--',
+        'node',
+        '-e',
+        "console.log(Object.keys(process.env).filter((k) => k.startsWith('MEMFLOW_')).sort().map((k) => `${k}=${process.env[k]}`).join(' '))",
+      ],
+      // An inherited MEMFLOW_JOIN is overridden; the launcher's other MEMFLOW_* pass as usual.
+      { env: { ...process.env, MEMFLOW_JOIN: 'x', MEMFLOW_NOTE: 'hi' } },
+    );
+    expect(await run.ended()).toEqual({ code: 0, signal: null });
+    const env = (local: number): string =>
+      'MEMFLOW_HOST=127.0.0.1 MEMFLOW_JOB_ID=join MEMFLOW_JOIN=1 ' +
+      `MEMFLOW_LOCAL_RANK=${local} MEMFLOW_NOTE=hi MEMFLOW_RANK=0 MEMFLOW_ROOT=127.0.0.1:40123 ` +
+      'MEMFLOW_SIZE=1';
+    expect(sortedLines(run.stdout)).toEqual([`[j0] ${env(0)}`, `[j1] ${env(1)}`]);
+    expect(run.stderr).toEqual([]);
+  });
+
+  it('keeps the other joiners running when one fails, names it jI, and exits with its status', async () => {
+    const run = launch(['--join', 'localhost:7000', '-n', '2', '--', 'node', PROBE]);
+    // Every joiner has MEMFLOW_RANK=0 until rank 0 numbers it: the tags tell them apart.
+    const pidOf = (tag: string): number | undefined => {
+      const line = run.stdout.find((l) => l.startsWith(`[${tag}] ready rank=0 size=1 `));
+      return line === undefined ? undefined : Number(/pid=(\d+)$/.exec(line)?.[1]);
+    };
+    await run.waitFor(
+      '2 ready joiners',
+      () => pidOf('j0') !== undefined && pidOf('j1') !== undefined,
+    );
+    const [j0, j1] = [pidOf('j0')!, pidOf('j1')!];
+    process.kill(j1, 'SIGKILL');
+    const line =
+      'memflow-run: rank j1 on localhost exited with status 137 (SIGKILL); the other ranks keep running';
+    await run.waitFor('the failure line', () => run.stderr.includes(line));
+    expect(run.exited).toBe(false);
+    expect(isRunning(j0)).toBe(true);
+    process.kill(j0, 'SIGUSR1');
+    expect(await run.ended()).toEqual({ code: 137, signal: null });
+    expect(run.stderr).toEqual([line]);
+    await expectAllGone([j0, j1]);
+  });
+});
+
 describe('signals', () => {
   it('SIGTERM to the launcher reaches every rank as SIGTERM', async () => {
     const run = launch(['-n', '3', '--', 'node', PROBE, '--trap-term']);
@@ -438,6 +553,14 @@ describe('usage and configuration errors', () => {
       'memflow-run: unknown option --bogus (launcher options go before PROGRAM; memflow-run --help lists them)',
     ],
     [['--launcher', 'rsh', 'node'], 'memflow-run: --launcher must be fork or ssh, got "rsh"'],
+    [
+      ['--join', '127.0.0.1', 'node'],
+      `memflow-run: --join must be HOST:PORT of the running world's rank 0 (IPv6 as [addr]:PORT, port 1-65535), got "127.0.0.1"`,
+    ],
+    [
+      ['--restart', '-1', 'node'],
+      'memflow-run: --restart must be an integer from 0 to 1000, got "-1"',
+    ],
   ])('%j exits 2 with one line', async (args, line) => {
     const run = launch(args);
     expect(await run.ended()).toEqual({ code: 2, signal: null });

@@ -168,6 +168,8 @@ export interface StoreWorldOptions {
   chunkSizeBytes?: number;
   capacityBytes?: number | number[];
   hosts?: string[];
+  /** Scrub rate of the data ranks (default off). */
+  scrubBytesPerSecond?: number;
 }
 
 export class StoreWorld {
@@ -236,7 +238,7 @@ export class StoreWorld {
       capacityBytes: cap ?? 2 ** 40,
       heartbeatIntervalMs: 1000,
       commandTimeoutMs: 5000,
-      scrubBytesPerSecond: 0,
+      scrubBytesPerSecond: this.options.scrubBytesPerSecond ?? 0,
       log: process.env.MEMFLOW_SIM_LOG
         ? (line) => console.log(`[${this.clock.now()} ms] rank ${r}: ${line}`)
         : undefined,
@@ -279,6 +281,28 @@ export class StoreWorld {
     return settled;
   }
 
+  /**
+   * A new data rank joins the running world (as memflow-run --join does): it gets the next
+   * number, rank 0 admits it and tells the others, and it starts with an empty store.
+   */
+  join(capacityBytes?: number): number {
+    const r = this.comms.length;
+    const transport = this.network.createTransport(r);
+    this.coordinator.onRankRegistered(r, `memory:${r}`);
+    this.comms[r] = Communicator.world(transport, r + 1, {
+      clock: this.clock,
+      defaultTimeoutMs: 10_000,
+    });
+    this.stores[r] = new MemoryChunkStore(capacityBytes);
+    if (capacityBytes !== undefined) {
+      const caps = Array.isArray(this.options.capacityBytes) ? this.options.capacityBytes : [];
+      caps[r - 1] = capacityBytes;
+      this.options.capacityBytes = caps;
+    }
+    this.startDataRank(r);
+    return r;
+  }
+
   /** Lets `ms` of simulated time pass in steps, settling messages between steps. */
   async elapse(ms: number, stepMs = 50): Promise<void> {
     for (let t = 0; t < ms; t += stepMs) {
@@ -293,7 +317,7 @@ export class StoreWorld {
 
   async stop(): Promise<void> {
     for (const s of this.stops) s?.abort();
-    await Promise.allSettled(this.runs);
+    await Promise.allSettled(this.runs.filter((r): r is Promise<void> => r !== undefined));
     for (const c of this.comms) c.close();
   }
 }

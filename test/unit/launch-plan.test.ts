@@ -6,6 +6,7 @@
  * frames and the output line splitting.
  * Method: call the pure functions with a described machine (LocalIdentity) and compare results.
  */
+import { PassThrough, Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { parseWorldEnv } from '../../src/comm/world-env.js';
 import { splitCommandLine, toLaunchRequest, type RankCommand } from '../../launcher/args.js';
@@ -30,8 +31,15 @@ import {
 import { parseHostfile, type HostEntry } from '../../launcher/hostfile.js';
 import { isLocalHost, type LocalIdentity } from '../../launcher/local-host.js';
 import { formatLines, LineBuffer, rankTag } from '../../launcher/output.js';
-import { placeRanks, rankEnv, type PlanInput } from '../../launcher/plan.js';
-import { describeFailure, exitStatus } from '../../launcher/supervisor.js';
+import { joinName, joinRankEnv, placeRanks, rankEnv, type PlanInput } from '../../launcher/plan.js';
+import type { LaunchedRank, RankEnd } from '../../launcher/rank-process.js';
+import {
+  describeFailure,
+  exitStatus,
+  Supervisor,
+  type SupervisedRank,
+  type SupervisorOptions,
+} from '../../launcher/supervisor.js';
 
 const machine: LocalIdentity = {
   hostname: 'alpha.example.org',
@@ -247,6 +255,54 @@ describe('the environment of each rank', () => {
   });
 });
 
+describe('the environment of a joining rank (--join)', () => {
+  const root = { host: '10.0.0.1', port: 40123 };
+
+  it('gives placeholders rank 0 of size 1, MEMFLOW_JOIN=1, job id "join" and the usual host keys', () => {
+    const result = plan({ hosts: hosts('node2:2 addr=10.0.0.2 capacity=2G'), size: 2 });
+    expect(result.ranks.map((r) => joinRankEnv(r, root))).toEqual([
+      {
+        MEMFLOW_HOST_CAPACITY: '2G',
+        MEMFLOW_RANK: '0',
+        MEMFLOW_SIZE: '1',
+        MEMFLOW_ROOT: '10.0.0.1:40123',
+        MEMFLOW_HOST: '10.0.0.2',
+        MEMFLOW_JOB_ID: 'join',
+        MEMFLOW_LOCAL_RANK: '0',
+        MEMFLOW_JOIN: '1',
+      },
+      {
+        MEMFLOW_HOST_CAPACITY: '2G',
+        MEMFLOW_RANK: '0',
+        MEMFLOW_SIZE: '1',
+        MEMFLOW_ROOT: '10.0.0.1:40123',
+        MEMFLOW_HOST: '10.0.0.2',
+        MEMFLOW_JOB_ID: 'join',
+        MEMFLOW_LOCAL_RANK: '1',
+        MEMFLOW_JOIN: '1',
+      },
+    ]);
+  });
+
+  it('stays parseable by parseWorldEnv', () => {
+    const [placement] = plan({ hosts: hosts('localhost'), size: 1 }).ranks;
+    const env = joinRankEnv(placement!, { host: '::1', port: 7000 });
+    expect(env.MEMFLOW_ROOT).toBe('[::1]:7000');
+    expect(parseWorldEnv(env)).toEqual({
+      rank: 0,
+      size: 1,
+      root: { host: '::1', port: 7000 },
+      host: '127.0.0.1',
+      jobId: 'join',
+      localRank: 0,
+    });
+  });
+
+  it('names joining ranks j0, j1, ... in output tags', () => {
+    expect(String(formatLines([Buffer.from('hi\n')], rankTag(joinName(1))))).toBe('[j1] hi\n');
+  });
+});
+
 describe('the command line', () => {
   function split(line: string[]) {
     return splitCommandLine(line);
@@ -339,6 +395,7 @@ describe('the command line', () => {
       graceMs: 3000,
       tagOutput: true,
       onRankFailure: 'abort',
+      restarts: 0,
       command: program,
     });
     expect(
@@ -364,8 +421,45 @@ describe('the command line', () => {
       graceMs: 0,
       tagOutput: false,
       onRankFailure: 'continue',
+      restarts: 0,
       command: program,
     });
+  });
+
+  it('reads --restart N (alias --max-restarts) anywhere, store mode included', () => {
+    expect(split(['--restart', '3', '-n', '2', 'p']).launcherArgv).toEqual([
+      '--restart=3',
+      '--n=2',
+    ]);
+    expect(split(['--max-restarts=2', '--port', '7070', '--restart', '1'])).toEqual({
+      launcherArgv: ['--restart=2', '--restart=1'],
+      command: { kind: 'store', args: ['--port', '7070'] },
+    });
+    expect(toLaunchRequest({ restart: '3' }, program).restarts).toBe(3);
+    expect(toLaunchRequest({ restart: '0' }, program).restarts).toBe(0);
+    expect(toLaunchRequest({ restart: '1000' }, program).restarts).toBe(1000);
+  });
+
+  it('reads --join HOST:PORT into the rendezvous to join, with continue as the default policy', () => {
+    expect(split(['--join', '127.0.0.1:40123', '-n', '1', '--capacity', '2G'])).toEqual({
+      launcherArgv: ['--join=127.0.0.1:40123', '--n=1'],
+      command: { kind: 'store', args: ['--capacity', '2G'] },
+    });
+    expect(toLaunchRequest({ join: '127.0.0.1:40123' }, program)).toEqual({
+      graceMs: 3000,
+      tagOutput: true,
+      onRankFailure: 'continue',
+      restarts: 0,
+      join: { host: '127.0.0.1', port: 40123 },
+      command: program,
+    });
+    expect(toLaunchRequest({ join: '[fd00::2]:7000' }, program).join).toEqual({
+      host: 'fd00::2',
+      port: 7000,
+    });
+    expect(toLaunchRequest({ join: 'node1:7000', 'on-rank-failure': 'abort' }, program)).toEqual(
+      expect.objectContaining({ join: { host: 'node1', port: 7000 }, onRankFailure: 'abort' }),
+    );
   });
 
   const bad: [Record<string, unknown>, RegExp][] = [
@@ -380,6 +474,19 @@ describe('the command line', () => {
     [{ launcher: 'fork', 'launcher-exec': 'env' }, /contradict/],
     [{ 'launcher-exec': '  ' }, /template is empty/],
     [{ 'launcher-exec': "ip 'netns" }, /unterminated '/],
+    [{ restart: '-1' }, /^--restart must be an integer from 0 to 1000, got "-1"$/],
+    [{ restart: '1001' }, /^--restart must be an integer from 0 to 1000/],
+    [{ restart: 'two' }, /^--restart must be an integer/],
+    [
+      { join: '127.0.0.1' },
+      /^--join must be HOST:PORT of the running world's rank 0 .*"127.0.0.1"$/,
+    ],
+    [{ join: '127.0.0.1:0' }, /^--join must be HOST:PORT/],
+    [{ join: '127.0.0.1:70000' }, /^--join must be HOST:PORT/],
+    [{ join: 'fd00::2:7000' }, /^--join must be HOST:PORT .*IPv6 as \[addr\]:PORT/],
+    [{ join: ':7000' }, /^--join must be HOST:PORT/],
+    [{ join: '' }, /^--join must be HOST:PORT/],
+    [{ join: 'a:1', 'root-port': '7000' }, /--join and --root-port contradict/],
   ];
   it.each(bad)('refuses %o as a usage error', (values, message) => {
     try {
@@ -560,5 +667,163 @@ describe('output lines and exit reports', () => {
     } as const;
     expect(exitStatus(notStarted)).toBe(127);
     expect(describeFailure(rank, notStarted).text).toBe('cannot start rank 2: ip not found');
+  });
+});
+
+describe('the supervisor: restarts and joining launches', () => {
+  /** A rank whose end the test decides; stopping it (TERMINATE or KILL frame) ends it with 143. */
+  class FakeRank {
+    starts = 0;
+    private finish: (end: RankEnd) => void = () => undefined;
+    readonly supervised: SupervisedRank;
+
+    constructor(rank: number, name?: string) {
+      this.supervised = {
+        rank,
+        ...(name === undefined ? {} : { name }),
+        host: 'localhost',
+        mode: 'fork',
+        process: this.start(),
+        outputDone: Promise.resolve(),
+      };
+    }
+
+    /** A new process for this rank (the first start, or a restart). */
+    start(): LaunchedRank {
+      this.starts++;
+      const ended = new Promise<RankEnd>((resolve) => (this.finish = resolve));
+      const finish = (end: RankEnd): void => this.finish(end);
+      return {
+        pid: undefined,
+        control: new Writable({
+          write(chunk: Buffer, _encoding, done) {
+            if (chunk[0] === FRAME.terminate || chunk[0] === FRAME.kill) {
+              finish({ kind: 'exited', code: 143 });
+            }
+            done();
+          },
+        }),
+        stdout: new PassThrough(),
+        stderr: new PassThrough(),
+        ended,
+        signal: () => undefined,
+      };
+    }
+
+    end(end: RankEnd): void {
+      this.finish(end);
+    }
+
+    exit(code: number): void {
+      this.end({ kind: 'exited', code });
+    }
+  }
+
+  function supervise(
+    fakes: FakeRank[],
+    options: Partial<SupervisorOptions> = {},
+  ): { supervisor: Supervisor; lines: string[]; status: Promise<number> } {
+    const lines: string[] = [];
+    const supervisor = new Supervisor(
+      fakes.map((f) => f.supervised),
+      {
+        graceMs: 0,
+        onRankFailure: 'abort',
+        report: (line) => lines.push(line),
+        restart: (rank) => {
+          rank.process = (fakes[rank.rank] as FakeRank).start();
+          rank.outputDone = Promise.resolve();
+        },
+        ...options,
+      },
+    );
+    return { supervisor, lines, status: supervisor.run() };
+  }
+
+  const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+  it('restarts a failing rank up to N times, counting per rank, then applies the policy', async () => {
+    const fakes = [new FakeRank(0), new FakeRank(1), new FakeRank(2)];
+    const { lines, status } = supervise(fakes, { maxRestarts: 2 });
+    fakes[1]!.exit(3);
+    await tick();
+    fakes[2]!.end({ kind: 'signaled', signal: 'SIGKILL' });
+    await tick();
+    fakes[1]!.exit(4);
+    await tick();
+    expect(lines).toEqual([
+      'memflow-run: rank 1 on localhost exited with status 3; restarting it (1 of 2)',
+      'memflow-run: rank 2 on localhost was killed by SIGKILL; restarting it (1 of 2)',
+      'memflow-run: rank 1 on localhost exited with status 4; restarting it (2 of 2)',
+    ]);
+    fakes[1]!.exit(5);
+    expect(await status).toBe(5);
+    expect(lines.slice(3)).toEqual([
+      'memflow-run: rank 1 on localhost exited with status 5; stopped the other ranks',
+    ]);
+    expect(fakes.map((f) => f.starts)).toEqual([1, 3, 2]);
+  });
+
+  it('never restarts rank 0, a rank that exited 0, or a program that cannot start', async () => {
+    const fakes = [new FakeRank(0), new FakeRank(1), new FakeRank(2)];
+    const { lines, status } = supervise(fakes, { maxRestarts: 5, onRankFailure: 'continue' });
+    fakes[1]!.exit(0);
+    fakes[2]!.end({ kind: 'not-started', command: 'ip', errorCode: 'ENOENT', message: '' });
+    await tick();
+    fakes[0]!.exit(7);
+    expect(await status).toBe(7);
+    expect(lines).toEqual([
+      'memflow-run: cannot start rank 2: ip not found',
+      'memflow-run: rank 0 on localhost exited with status 7',
+    ]);
+    expect(fakes.map((f) => f.starts)).toEqual([1, 1, 1]);
+  });
+
+  it('does not restart the ranks it stops itself (a signal to the launcher, the abort policy)', async () => {
+    const fakes = [new FakeRank(0), new FakeRank(1), new FakeRank(2)];
+    const { supervisor, lines, status } = supervise(fakes, { maxRestarts: 3 });
+    supervisor.onSignal('SIGTERM');
+    expect(await status).toBe(143);
+    expect(lines).toEqual(['memflow-run: got SIGTERM; stopping all ranks (SIGKILL after 0 ms)']);
+    expect(fakes.map((f) => f.starts)).toEqual([1, 1, 1]);
+
+    const aborted = [new FakeRank(0), new FakeRank(1), new FakeRank(2)];
+    const run = supervise(aborted, { maxRestarts: 0 });
+    aborted[1]!.exit(3);
+    expect(await run.status).toBe(3);
+    expect(aborted.map((f) => f.starts)).toEqual([1, 1, 1]);
+  });
+
+  it('without a rank 0 (--join), index 0 is restarted, does not end the job, and the first failure is the status', async () => {
+    const fakes = [new FakeRank(0, 'j0'), new FakeRank(1, 'j1'), new FakeRank(2, 'j2')];
+    const { lines, status } = supervise(fakes, {
+      hasRank0: false,
+      onRankFailure: 'continue',
+      maxRestarts: 1,
+    });
+    fakes[0]!.exit(3);
+    await tick();
+    fakes[0]!.exit(0);
+    await tick();
+    fakes[2]!.exit(6);
+    await tick();
+    fakes[2]!.exit(9);
+    await tick();
+    fakes[1]!.exit(0);
+    expect(await status).toBe(9);
+    expect(lines).toEqual([
+      'memflow-run: rank j0 on localhost exited with status 3; restarting it (1 of 1)',
+      'memflow-run: rank j2 on localhost exited with status 6; restarting it (1 of 1)',
+      'memflow-run: rank j2 on localhost exited with status 9; the other ranks keep running',
+    ]);
+  });
+
+  it('without a rank 0 and with every rank ending 0, exits 0', async () => {
+    const fakes = [new FakeRank(0, 'j0'), new FakeRank(1, 'j1')];
+    const { lines, status } = supervise(fakes, { hasRank0: false, onRankFailure: 'continue' });
+    fakes[0]!.exit(0);
+    fakes[1]!.exit(0);
+    expect(await status).toBe(0);
+    expect(lines).toEqual([]);
   });
 });

@@ -472,3 +472,24 @@ describe('MemoryNetwork: a whole faulty run replays from its seed', () => {
     expect(delivered).toBeGreaterThan(0);
   });
 });
+
+describe('stall and resume (SIGSTOP / SIGCONT)', () => {
+  it('holds messages to and from a stalled rank in order, with no peer events, and delivers them on resume', async () => {
+    const network = new MemoryNetwork();
+    const [a, b] = [network.createTransport(0), network.createTransport(1)];
+    const got: number[] = [];
+    const events: PeerEvent[] = [];
+    b.onMessage((_source, frames) => got.push(readU32(frames[0])));
+    a.onPeerEvent((e) => events.push(e));
+    await flush();
+    events.length = 0;
+    network.stall(1);
+    for (let i = 0; i < 5; i++) await a.send(1, [u32Frame(i)]);
+    await flush();
+    expect(got).toEqual([]);
+    network.resume(1);
+    await flush();
+    expect(got).toEqual([0, 1, 2, 3, 4]);
+    expect(events).toEqual([]);
+  });
+});
