@@ -86,7 +86,8 @@ export const LAUNCHER_OPTIONS: readonly OptionSpec[] = [
     name: 'on-rank-failure',
     aliases: [],
     type: 'string',
-    description: 'abort (stop all ranks, the default) | continue',
+    description:
+      'abort (stop all ranks; the default with a PROGRAM) | continue (the default in store mode and with --join)',
   },
   {
     name: 'restart',

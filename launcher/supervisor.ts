@@ -180,17 +180,15 @@ export class Supervisor {
    */
   private restartIfAllowed(rank: SupervisedRank, end: RankEnd, status: number): boolean {
     const max = this.options.maxRestarts ?? 0;
-    const restart = this.options.restart;
-    if (status === 0 || this.stopRequested || this.isRank0(rank) || restart === undefined) {
-      return false;
-    }
+    if (status === 0 || this.stopRequested || this.isRank0(rank)) return false;
+    if (this.options.restart === undefined) return false;
     const used = this.restartsUsed.get(rank.rank) ?? 0;
     if (used >= max) return false;
     const failure = describeFailure(rank, end);
     if (failure.startError) return false;
     this.restartsUsed.set(rank.rank, used + 1);
     this.options.report(`memflow-run: ${failure.text}; restarting it (${used + 1} of ${max})`);
-    restart(rank);
+    this.options.restart(rank);
     return true;
   }
 

@@ -127,6 +127,11 @@ export class DfsClient {
   /** The address as "host:port", used in messages. */
   readonly server: string;
   readonly timeoutMs: number;
+  /**
+   * Files up to this size go in one put-whole request. 64 KiB is below any sane chunk size; a
+   * store with smaller chunks says so once and this shrinks to its chunk size.
+   */
+  private wholeMaxBytes = 64 * 1024;
   private readonly address: ServerAddress;
   private readonly pending = new Map<number, PendingRequest>();
   private nextId = 1;
@@ -171,6 +176,13 @@ export class DfsClient {
     const { handle, sizeBytes } = await openLocalFile(localPath);
     try {
       const name = options.name ?? path.basename(localPath);
+      if (sizeBytes <= this.wholeMaxBytes) {
+        const stored = await this.putWhole(handle, localPath, name, sizeBytes, signal);
+        if (stored) {
+          onProgress?.({ doneBytes: sizeBytes, totalBytes: sizeBytes });
+          return stored;
+        }
+      }
       const begin = await this.request({ op: 'put-begin', name, sizeBytes }, { signal });
       const uploadId = expectString(begin.fields, 'uploadId', 'put-begin');
       const chunkSizeBytes = expectPositiveInteger(begin.fields, 'chunkSizeBytes', 'put-begin');
@@ -191,6 +203,42 @@ export class DfsClient {
       }
     } finally {
       await handle.close().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Small files (up to one chunk) go in one round trip (put-whole). Returns undefined when the
+   * store's chunk size turns out smaller than the file: the caller then uses the chunked path,
+   * and later uploads know the limit.
+   */
+  private async putWhole(
+    handle: FileHandle,
+    localPath: string,
+    name: string,
+    sizeBytes: number,
+    signal: AbortSignal | undefined,
+  ): Promise<FileMetadata | undefined> {
+    const data = await readChunk(handle, localPath, 0, sizeBytes);
+    await checkNotGrown(handle, localPath, sizeBytes);
+    const hasher = createFileHasher();
+    hasher.update(data);
+    try {
+      const reply = await this.request(
+        { op: 'put-whole', name, checksum: chunkChecksum(data), sha256: hasher.digestHex() },
+        { payload: data, signal },
+      );
+      return checkMetadata(reply.fields.metadata, 'put-whole');
+    } catch (err) {
+      const limit = err instanceof DfsError ? err.detail.chunkSizeBytes : undefined;
+      if (
+        err instanceof DfsError &&
+        err.code === 'STORE_BAD_REQUEST' &&
+        typeof limit === 'number'
+      ) {
+        this.wholeMaxBytes = Math.min(this.wholeMaxBytes, limit);
+        return undefined;
+      }
+      throw err;
     }
   }
 
@@ -218,21 +266,28 @@ export class DfsClient {
     const force = options.force === true;
     const targetPath = typeof dest === 'string' ? await checkTarget(dest, force) : undefined;
 
-    const begin = await this.request({ op: 'get-begin', name }, { signal });
-    const readId = expectString(begin.fields, 'readId', 'get-begin');
+    // One round trip for a one-chunk file; otherwise this is get-begin and the read goes on.
+    const begin = await this.request({ op: 'get-whole', name }, { signal });
+    const whole = begin.fields.whole === true;
+    const readId = whole ? undefined : expectString(begin.fields, 'readId', 'get-whole');
+    const fetch = whole
+      ? (): Promise<Buffer> => Promise.resolve(begin.data ?? Buffer.alloc(0))
+      : (index: number): Promise<Buffer> => this.fetchChunk(readId!, index, signal);
     let failure: unknown;
     try {
-      const metadata = checkMetadata(begin.fields.metadata, 'get-begin');
-      const window = expectPositiveInteger(begin.fields, 'maxChunksInFlight', 'get-begin');
+      const metadata = checkMetadata(begin.fields.metadata, 'get-whole');
+      const window = whole
+        ? 1
+        : expectPositiveInteger(begin.fields, 'maxChunksInFlight', 'get-whole');
       if (targetPath === undefined) {
         const sink = new StreamSink(dest as NodeJS.WritableStream);
         try {
-          await this.receiveChunks(readId, metadata, window, sink, { signal, onProgress });
+          await this.receiveChunks(fetch, metadata, window, sink, { signal, onProgress });
         } finally {
           sink.detach();
         }
       } else {
-        await this.downloadToPath(readId, metadata, window, targetPath, force, {
+        await this.downloadToPath(fetch, metadata, window, targetPath, force, {
           signal,
           onProgress,
         });
@@ -242,7 +297,7 @@ export class DfsClient {
       failure = err;
       throw err;
     } finally {
-      await this.cleanUp({ op: 'get-end', readId }, failure);
+      if (readId !== undefined) await this.cleanUp({ op: 'get-end', readId }, failure);
     }
   }
 
@@ -352,7 +407,7 @@ export class DfsClient {
   }
 
   private async downloadToPath(
-    readId: string,
+    fetch: (index: number) => Promise<Buffer>,
     metadata: FileMetadata,
     window: number,
     targetPath: string,
@@ -374,13 +429,7 @@ export class DfsClient {
     }
     let placed = false;
     try {
-      await this.receiveChunks(
-        readId,
-        metadata,
-        window,
-        new FileSink(handle, targetPath),
-        progress,
-      );
+      await this.receiveChunks(fetch, metadata, window, new FileSink(handle, targetPath), progress);
       // No fsync before the rename: like cp, curl and scp, a download has the file system's
       // usual durability. It costs a third of the download rate for a 512 MiB file, and the
       // rename already guarantees what matters here: a failed download leaves nothing.
@@ -401,7 +450,7 @@ export class DfsClient {
    * arrivals plus outstanding requests never exceed the window: the reorder buffer is bounded.
    */
   private async receiveChunks(
-    readId: string,
+    fetch: (index: number) => Promise<Buffer>,
     metadata: FileMetadata,
     window: number,
     sink: ChunkSink,
@@ -423,7 +472,7 @@ export class DfsClient {
       for (const chunk of chunks) {
         throwIfAborted(signal);
         while (nextRequest < chunks.length && nextRequest < chunk.index + window) {
-          const fetched = this.fetchChunk(readId, nextRequest, signal);
+          const fetched = fetch(nextRequest);
           // Awaited below, in order; this only keeps an early rejection from counting as unhandled.
           void fetched.catch(() => undefined);
           started.set(nextRequest, fetched);

@@ -104,6 +104,29 @@ export interface Status {
   id: number;
 }
 
+/**
+ * A whole small file in one request (frame 1: its bytes, at most the store's chunk size): the
+ * put-begin, put-chunk and put-commit of a one-chunk upload in one round trip. A file larger than
+ * a chunk is refused with STORE_BAD_REQUEST and detail.chunkSizeBytes (use put-begin).
+ */
+export interface PutWhole {
+  op: 'put-whole';
+  id: number;
+  name: string;
+  checksum: string;
+  sha256: string;
+}
+/**
+ * Reads a file in one round trip when it is one chunk: the reply carries `metadata` and, in
+ * frame 1, the bytes (no frame for an empty file), with `whole: true`. For a larger file the
+ * reply is exactly get-begin's (a pinned read to continue with get-chunk and end with get-end).
+ */
+export interface GetWhole {
+  op: 'get-whole';
+  id: number;
+  name: string;
+}
+
 /** Moves copies until every live data rank's fraction used is within 5 points of the others. */
 export interface Rebalance {
   op: 'rebalance';
@@ -122,7 +145,9 @@ export type Request =
   | List
   | Delete
   | Status
-  | Rebalance;
+  | Rebalance
+  | PutWhole
+  | GetWhole;
 export type RequestOp = Request['op'];
 
 // ---- Results (the fields of an ok reply besides id/ok) -----------------------------------------

@@ -375,7 +375,11 @@ export class Coordinator {
     if (!request) {
       reply = { id, ok: false, error: toWireError(error) };
     } else {
-      const counted = request.op === 'put-chunk' || request.op === 'get-chunk';
+      const counted =
+        request.op === 'put-chunk' ||
+        request.op === 'get-chunk' ||
+        request.op === 'put-whole' ||
+        request.op === 'get-whole';
       try {
         if (counted) this.enter(client);
         const result = await this.dispatch(client, request, frames[1]);
@@ -420,6 +424,14 @@ export class Coordinator {
     switch (req.op) {
       case 'put-begin':
         return { fields: this.putBegin(client, req) };
+      case 'put-whole':
+        return {
+          fields: {
+            metadata: await this.putWhole(client, req.name, req.checksum, req.sha256, bytes),
+          },
+        };
+      case 'get-whole':
+        return this.getWhole(client, req.name);
       case 'put-chunk':
         await this.putChunk(this.upload(client, req.uploadId), req.index, req.checksum, bytes);
         return { fields: {} };
@@ -612,6 +624,54 @@ export class Coordinator {
       );
     }
     return stored;
+  }
+
+  /**
+   * A one-chunk file in one request: the same steps as put-begin, put-chunk and put-commit (the
+   * same checks, placement, durability and atomic swap), without two round trips.
+   */
+  private async putWhole(
+    client: string,
+    name: string,
+    checksum: string,
+    sha256: string,
+    bytes: Buffer | undefined,
+  ): Promise<FileMetadata> {
+    const sizeBytes = bytes?.length ?? 0;
+    if (sizeBytes > this.opts.chunkSizeBytes) {
+      throw new StoreError(
+        'STORE_BAD_REQUEST',
+        `put-whole takes at most one chunk (${this.opts.chunkSizeBytes} bytes); use put-begin`,
+        {
+          chunkSizeBytes: this.opts.chunkSizeBytes,
+        },
+      );
+    }
+    const { uploadId } = this.putBegin(client, { op: 'put-begin', id: 0, name, sizeBytes });
+    const upload = this.upload(client, uploadId);
+    try {
+      if (sizeBytes > 0) await this.putChunk(upload, 0, checksum, bytes);
+      return await this.putCommit(upload, sha256);
+    } catch (err) {
+      this.abortUpload(upload, 'failed');
+      throw err;
+    }
+  }
+
+  /** A one-chunk file's metadata and bytes in one reply; a larger file starts a pinned read. */
+  private async getWhole(
+    client: string,
+    name: string,
+  ): Promise<{ fields: object; payload?: Uint8Array[] }> {
+    const begin = this.getBegin(client, name);
+    const read = this.read(client, begin.readId);
+    if (read.file.chunks.length > 1) return { fields: begin };
+    try {
+      const payload = read.file.chunks.length === 1 ? [await this.getChunk(read, 0)] : [];
+      return { fields: { metadata: begin.metadata, whole: true }, payload };
+    } finally {
+      this.endRead(read);
+    }
   }
 
   private putCommit(upload: Upload, sha256: string): Promise<FileMetadata> {

@@ -21,6 +21,8 @@ const FIELDS: Record<RequestOp, Record<string, FieldType>> = {
   delete: { name: 'string' },
   status: {},
   rebalance: {},
+  'put-whole': { name: 'string', checksum: 'string', sha256: 'string' },
+  'get-whole': { name: 'string' },
 };
 
 /** The id of a message, if it has a usable one (so even a bad request gets an answer it can match). */

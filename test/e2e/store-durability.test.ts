@@ -16,7 +16,6 @@
  * counted exactly: after a restart the chunk files on disk must be the copies the committed files
  * list in their metadata, nothing more.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FileMetadata, ListEntry } from '../../src/protocol/client-protocol.js';
@@ -192,6 +191,53 @@ describe('restart on the same data dir (64 KiB chunks)', () => {
   });
 });
 
+/**
+ * Two files acknowledged, then a 100 MiB upload during which data rank 2 is SIGKILLed (once the
+ * upload's first bytes are on a data rank's disk); resolves when the upload has ended.
+ */
+async function uploadWhileRankDies(): Promise<{
+  store: StoreProcess;
+  work: string;
+  before: Map<string, string>;
+  result: DfsResult;
+  newSha: string;
+}> {
+  const work = makeTempDir('durability-work');
+  const store = await StoreProcess.start();
+  const before = new Map<string, string>();
+  for (const [name, size] of [
+    ['before-a.bin', 20 * MiB + 5],
+    ['before-b.bin', 9 * MiB],
+  ] as const) {
+    const file = path.join(work, `${name}.src`);
+    before.set(name, await writePseudoRandomFile(file, size, name));
+    await client(store, [file, '-a', '--as', name], 0);
+  }
+  // Precondition: the rank about to die holds copies of acknowledged chunks.
+  const onRank2 = (await metadataOf(store, 'before-a.bin')).chunks.filter((c) =>
+    c.copies.some((copy) => copy.rank === 2),
+  );
+  expect(onRank2.length).toBeGreaterThan(0);
+  const committedBytes = store.dataRankBytes();
+
+  const newFile = path.join(work, 'during.src');
+  const newSha = await writePseudoRandomFile(newFile, 100 * MiB, 'during');
+  const upload = startDfs([newFile, '-a', '--as', 'during.bin', '--server', store.server], {
+    timeoutMs: 120_000,
+  });
+  await waitUntil(
+    'chunks of the upload on disk',
+    () => store.dataRankBytes() > committedBytes,
+    20_000,
+    5,
+  );
+  store.killRank(2);
+  const result = await upload.result;
+  expect(result.timedOut, describeRun(['-a', 'during.bin'], result)).toBe(false);
+  expect(result.signal).toBe(null);
+  return { store, work, before, result, newSha };
+}
+
 describe('interrupted uploads', () => {
   it('SIGKILL of a client uploading a 200 MiB replacement of an existing name: the old version stays whole, list shows no partial version, no chunk left after restart', async () => {
     const work = makeTempDir('durability-work');
@@ -246,39 +292,7 @@ describe('interrupted uploads', () => {
     'SIGKILL of data rank 2 during a 100 MiB upload: the upload succeeds and reads back, or fails with one clear line; files acknowledged before read back whole',
     { timeout: 180_000 },
     async () => {
-      const work = makeTempDir('durability-work');
-      const store = await StoreProcess.start();
-      const before = new Map<string, string>();
-      for (const [name, size] of [
-        ['before-a.bin', 20 * MiB + 5],
-        ['before-b.bin', 9 * MiB],
-      ] as const) {
-        const file = path.join(work, `${name}.src`);
-        before.set(name, await writePseudoRandomFile(file, size, name));
-        await client(store, [file, '-a', '--as', name], 0);
-      }
-      // Precondition: the rank about to die holds copies of acknowledged chunks.
-      const onRank2 = (await metadataOf(store, 'before-a.bin')).chunks.filter((c) =>
-        c.copies.some((copy) => copy.rank === 2),
-      );
-      expect(onRank2.length).toBeGreaterThan(0);
-      const committedBytes = store.dataRankBytes();
-
-      const newFile = path.join(work, 'during.src');
-      const newSha = await writePseudoRandomFile(newFile, 100 * MiB, 'during');
-      const upload = startDfs([newFile, '-a', '--as', 'during.bin', '--server', store.server], {
-        timeoutMs: 120_000,
-      });
-      await waitUntil(
-        'chunks of the upload on disk',
-        () => store.dataRankBytes() > committedBytes,
-        20_000,
-        5,
-      );
-      store.killRank(2);
-      const result = await upload.result;
-      expect(result.timedOut, describeRun(['-a', 'during.bin'], result)).toBe(false);
-      expect(result.signal).toBe(null);
+      const { store, work, before, result, newSha } = await uploadWhileRankDies();
       if (result.code === 0) {
         const back = await client(store, ['during.bin', '-r', '-o', '-'], 0, 60_000);
         expect(sha256Of(back.stdout)).toBe(newSha);
@@ -302,7 +316,38 @@ describe('interrupted uploads', () => {
       await client(store, [small, '-a', '--as', 'after.bin'], 0, 60_000);
       const back = await client(store, ['after.bin', '-r', '-o', '-'], 0, 60_000);
       expect(sha256Of(back.stdout)).toBe(smallSha);
-      expect(fs.existsSync(store.dataDir)).toBe(true);
+    },
+  );
+
+  it(
+    'SIGKILL of data rank 2 during a 100 MiB upload: within 20 s every file, the one being uploaded included, is back to 2 live copies (list health "healthy")',
+    { timeout: 180_000 },
+    async () => {
+      const { store, result } = await uploadWhileRankDies();
+      let status = await store.status();
+      await waitUntil(
+        'every chunk back to 2 live copies',
+        async () => (status = await store.status()).underReplicatedChunks === 0,
+        20_000,
+        250,
+      ).catch(() => undefined);
+      const listed = await listJson(store);
+      const detail = [
+        `upload: ${describeRun(['-a', 'during.bin'], result)}`,
+        `status: ${JSON.stringify(status)}`,
+        `list: ${JSON.stringify(listed.map((f) => [f.name, f.health]))}`,
+        store.transcript(),
+      ].join('\n');
+      expect(status.underReplicatedChunks, detail).toBe(0);
+      expect(listed.map((f) => [f.name, f.health]).sort(), detail).toEqual(
+        listed.map((f) => [f.name, 'healthy']).sort(),
+      );
+      for (const entry of listed) {
+        for (const chunk of (await metadataOf(store, entry.name)).chunks) {
+          const live = chunk.copies.filter((c) => c.rank !== 2 && c.state === 'alive');
+          expect(live, `${entry.name} chunk ${chunk.index}\n${detail}`).toHaveLength(2);
+        }
+      }
     },
   );
 });

@@ -227,6 +227,16 @@ export class StoreProcess {
     return StoreProcess.launch(dataDir, await freePort(), options);
   }
 
+  /**
+   * Starts a store on `dataDir`, an existing directory (say one with a mount prepared below it),
+   * and a free port; resolves once it serves. The directory is not removed by cleanupStores()
+   * unless it came from makeTempDir().
+   */
+  static async startOn(dataDir: string, options: StoreOptions = {}): Promise<StoreProcess> {
+    requireBuild();
+    return StoreProcess.launch(dataDir, await freePort(), options);
+  }
+
   private static async launch(
     dataDir: string,
     port: number,
@@ -268,6 +278,15 @@ export class StoreProcess {
   /** "127.0.0.1:PORT", for --server. */
   get server(): string {
     return `127.0.0.1:${this.port}`;
+  }
+
+  /**
+   * Reads the memflow-rank pids again (after a rank was restarted, or joined on this data dir),
+   * updates rankPids and returns it.
+   */
+  rescanRankPids(): Map<number, number> {
+    this.rankPids = this.findRankPids();
+    return this.rankPids;
   }
 
   /** The pid of rank `rank`'s memflow-rank process. */

@@ -74,6 +74,44 @@ describe('round trips', () => {
   });
 });
 
+describe('one-round-trip requests for small files', () => {
+  it('put-whole stores a one-chunk file with both copies, and get-whole returns it with its metadata', async () => {
+    const w = await startWorld({ dataRanks: 3 });
+    const c = w.client();
+    const data = content(700, 3);
+    const { chunkChecksum } = await import('../../src/store/checksum.js');
+    const { reply } = await c.call<{ metadata: FileMetadata }>(
+      { op: 'put-whole', name: 'tiny', checksum: chunkChecksum(data), sha256: sha256(data) },
+      data,
+    );
+    expect(reply.metadata.chunks[0]!.copies.map((x) => x.rank)).toEqual([1, 2]);
+    const got = await c.call<{ metadata: FileMetadata; whole: boolean }>({
+      op: 'get-whole',
+      name: 'tiny',
+    });
+    expect(got.reply.whole).toBe(true);
+    expect(sha256(got.payload!)).toBe(sha256(data));
+  });
+
+  it('put-whole of more than a chunk is refused with the chunk size, and get-whole of a larger file starts a read', async () => {
+    const w = await startWorld({ dataRanks: 2 });
+    const c = w.client();
+    const err = await expectCode(
+      c.call(
+        { op: 'put-whole', name: 'big', checksum: 'x', sha256: '0'.repeat(64) },
+        content(2000),
+      ),
+      'STORE_BAD_REQUEST',
+    );
+    expect(err.wire.detail).toEqual({ chunkSizeBytes: 1024 });
+    await c.upload('big', content(3000));
+    const got = await c.call<{ readId: string; whole?: boolean }>({ op: 'get-whole', name: 'big' });
+    expect(got.reply.whole).toBeUndefined();
+    expect(got.reply.readId).toMatch(/^r/);
+    await c.call({ op: 'get-end', readId: got.reply.readId });
+  });
+});
+
 describe('names, listing, metadata and deletion', () => {
   it('lists files in name order with size and health, and stat gives the same metadata as the upload', async () => {
     const w = await startWorld({ dataRanks: 3 });

@@ -261,6 +261,45 @@ class FakeCoordinator {
         }
         this.reply(client, id, {});
         return;
+      case 'put-whole': {
+        // As the coordinator: one request for a file of at most one chunk, else a refusal that
+        // tells the client the chunk size.
+        const bytes = data ?? Buffer.alloc(0);
+        if (bytes.length > this.chunkSizeBytes) {
+          this.replyError(client, id, {
+            code: 'STORE_BAD_REQUEST',
+            message: 'put-whole takes at most one chunk',
+            detail: { chunkSizeBytes: this.chunkSizeBytes },
+          });
+          return;
+        }
+        this.put(String(msg.name), bytes);
+        this.reply(client, id, { metadata: this.files.get(String(msg.name))!.metadata });
+        return;
+      }
+      case 'get-whole': {
+        const file = this.files.get(String(msg.name));
+        if (file === undefined) {
+          this.replyError(client, id, notFound(String(msg.name)));
+          return;
+        }
+        if (file.metadata.chunks.length <= 1) {
+          const bytes = Buffer.from(file.data);
+          if (this.options.corruptIndex === 0 && bytes.length > 0) bytes[0] = bytes[0]! ^ 1;
+          this.reply(
+            client,
+            id,
+            { metadata: file.metadata, whole: true },
+            bytes.length > 0 ? bytes : undefined,
+          );
+          return;
+        }
+        this.startTransfer(file.metadata.chunks.length);
+        const readId = `r${this.nextId++}`;
+        this.reads.set(readId, file);
+        this.reply(client, id, { readId, metadata: file.metadata, maxChunksInFlight: this.window });
+        return;
+      }
       case 'get-begin': {
         const file = this.files.get(String(msg.name));
         if (file === undefined) {
@@ -464,15 +503,52 @@ describe('upload', () => {
     expect(f.files.get('other-name')?.data.equals(data)).toBe(true);
   });
 
-  it('uploads an empty file as put-begin with sizeBytes 0, no chunks, and put-commit with the empty sha256', async () => {
+  it('uploads an empty file as one put-whole with no bytes and the empty sha256', async () => {
     const f = await startFake();
     const file = path.join(dir, 'empty');
     await writeFile(file, '');
     const metadata = await clientFor(f.server).upload(file);
-    expect(f.ops()).toEqual(['put-begin', 'put-commit']);
-    expect(f.received[0]!.msg.sizeBytes).toBe(0);
-    expect(f.received[1]!.msg.sha256).toBe(sha256(Buffer.alloc(0)));
+    expect(f.ops()).toEqual(['put-whole']);
+    expect(f.received[0]!.msg.sha256).toBe(sha256(Buffer.alloc(0)));
+    expect(f.received[0]!.data ?? Buffer.alloc(0)).toHaveLength(0);
     expect(metadata.chunks).toEqual([]);
+  });
+
+  it('uploads a one-chunk file in one put-whole round trip, and reads it back in one get-whole', async () => {
+    const f = await startFake({ chunkSizeBytes: 4 * KIB });
+    const file = path.join(dir, 'small');
+    const data = content(3000);
+    await writeFile(file, data);
+    const client = clientFor(f.server);
+    await client.upload(file);
+    expect(f.ops()).toEqual(['put-whole']);
+    expect(f.received[0]!.msg.checksum).toBe(chunkChecksum(data));
+    const out = path.join(dir, 'small.out');
+    await client.download('small', out);
+    expect(f.ops()).toEqual(['put-whole', 'get-whole']);
+    expect(sha256(await readFile(out))).toBe(sha256(data));
+  });
+
+  it('a small file larger than the store chunk size falls back to the chunked upload, once', async () => {
+    const f = await startFake({ chunkSizeBytes: KIB });
+    const file = path.join(dir, 'three');
+    await writeFile(file, content(3 * KIB));
+    const client = clientFor(f.server);
+    await client.upload(file);
+    await client.upload(file, { name: 'again' });
+    expect(f.ops()).toEqual([
+      'put-whole',
+      'put-begin',
+      'put-chunk',
+      'put-chunk',
+      'put-chunk',
+      'put-commit',
+      'put-begin',
+      'put-chunk',
+      'put-chunk',
+      'put-chunk',
+      'put-commit',
+    ]);
   });
 
   it('refuses a missing path and a directory with CLIENT_LOCAL_PATH naming the path, before contacting the store', async () => {
@@ -492,7 +568,7 @@ describe('upload', () => {
   it('passes STORE_NO_SPACE from put-begin through with its detail, and sends no chunk', async () => {
     const f = await startFake({
       failWith: (msg) =>
-        msg.op === 'put-begin'
+        msg.op === 'put-begin' || msg.op === 'put-whole'
           ? {
               code: 'STORE_NO_SPACE',
               message: 'not enough space',
@@ -505,7 +581,7 @@ describe('upload', () => {
     const err = await rejection(clientFor(f.server).upload(file));
     expect(err.code).toBe('STORE_NO_SPACE');
     expect(err.detail).toEqual({ neededBytes: 10, availableBytes: 5 });
-    expect(f.ops()).toEqual(['put-begin']);
+    expect(f.ops()).toEqual(['put-whole']);
   });
 
   it('sends put-abort and rethrows when a chunk fails (STORE_UNAVAILABLE on chunk 2 of 4)', async () => {
@@ -522,8 +598,16 @@ describe('upload', () => {
     const err = await rejection(clientFor(f.server).upload(file));
     expect(err.code).toBe('STORE_UNAVAILABLE');
     await waitFor(() => f.ops().includes('put-abort'), 'put-abort');
-    expect(f.ops()).toEqual(['put-begin', 'put-chunk', 'put-chunk', 'put-chunk', 'put-abort']);
-    expect(f.received.at(-1)!.msg.uploadId).toBe(f.received[1]!.msg.uploadId);
+    // The first attempt is one put-whole; the fake's 1 KiB chunks send it to the chunked path.
+    expect(f.ops()).toEqual([
+      'put-whole',
+      'put-begin',
+      'put-chunk',
+      'put-chunk',
+      'put-chunk',
+      'put-abort',
+    ]);
+    expect(f.received.at(-1)!.msg.uploadId).toBe(f.received[2]!.msg.uploadId);
   });
 
   it('aborts with CLIENT_FILE_CHANGED and put-abort when the file shrinks during the upload', async () => {
@@ -980,7 +1064,7 @@ describe('dfs-client CLI', () => {
   it('exits 5 with the sizes when the store has no space', async () => {
     const f = await startFake({
       failWith: (msg) =>
-        msg.op === 'put-begin'
+        msg.op === 'put-begin' || msg.op === 'put-whole'
           ? {
               code: 'STORE_NO_SPACE',
               message: 'full',
