@@ -261,7 +261,7 @@ async function perform(client: DfsClient, action: Action, signal: AbortSignal): 
       out(
         action.json
           ? JSON.stringify(result, null, 2)
-          : `moved ${plural(result.moves, 'copy')} (${formatSize(result.bytesMoved)}); spread of fractions used ${points(result.spreadBefore)} → ${points(result.spreadAfter)}`,
+          : `moved ${`${result.moves} ${result.moves === 1 ? 'copy' : 'copies'}`} (${formatSize(result.bytesMoved)}); spread of fractions used ${points(result.spreadBefore)} → ${points(result.spreadAfter)}`,
       );
       return;
     }

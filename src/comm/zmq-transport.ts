@@ -153,22 +153,37 @@ export function encodeRank(rank: number): Uint8Array {
 export class ZmqTransport implements Transport {
   private readonly options: Required<ZmqTransportOptions>;
   private readonly links = new Map<number, PeerLink>();
-  private readonly sourceFrame: Uint8Array;
+  private sourceFrame: Uint8Array;
   private handler: ((source: number, frames: Frames) => void) | undefined;
   private readonly early: Array<[number, Frames]> = [];
   private readonly peerHandlers: Array<(event: PeerEvent) => void> = [];
   private closed = false;
 
   private constructor(
-    readonly rank: number,
+    private rankNumber: number,
     private readonly pull: zmq.Pull,
     /** The endpoint peers connect to, e.g. tcp://10.0.0.2:41234. */
     readonly endpoint: string,
     options: ZmqTransportOptions,
   ) {
     this.options = { ...DEFAULTS, ...options };
-    this.sourceFrame = encodeRank(rank);
+    this.sourceFrame = encodeRank(Math.max(0, rankNumber));
     void this.receiveLoop();
+  }
+
+  get rank(): number {
+    return this.rankNumber;
+  }
+
+  /**
+   * Sets the number of a rank that bound before it had one (a rank joining a running world gets
+   * its number from rank 0 after it has told rank 0 where it listens). Only once, before any send.
+   */
+  assignRank(rank: number): void {
+    if (this.rankNumber >= 0)
+      throw new CommError('COMM_BAD_ARGUMENT', `rank ${this.rankNumber} already has its number`);
+    this.rankNumber = rank;
+    this.sourceFrame = encodeRank(rank);
   }
 
   /**

@@ -217,22 +217,16 @@ export async function wireUp(
     return { transport, rank: 0, size: params.size, rendezvous };
   }
 
-  // The transport binds before it knows its rank only when joining; the rank frame is then fixed
-  // up by binding again once rank 0 has assigned the number.
-  const provisional = await ZmqTransport.bind(Math.max(params.rank, 0), host, options);
-  const reply = await register(params, provisional.endpoint, timeoutMs).catch(
+  // A joining rank (rank -1) binds before it has a number, registers its endpoint, and takes the
+  // number rank 0 assigns.
+  const transport = await ZmqTransport.bind(params.rank, host, options);
+  const reply = await register(params, transport.endpoint, timeoutMs).catch(
     async (err: unknown) => {
-      await provisional.close();
+      await transport.close();
       throw err;
     },
   );
-  let transport = provisional;
-  if (reply.rank !== provisional.rank) {
-    await provisional.close();
-    transport = await ZmqTransport.bind(reply.rank, host, options);
-    const again = await register({ ...params, rank: reply.rank }, transport.endpoint, timeoutMs);
-    reply.endpoints = again.endpoints;
-  }
+  if (params.rank < 0) transport.assignRank(reply.rank);
   for (const [rank, endpoint] of reply.endpoints) transport.addPeer(rank, endpoint);
   return { transport, rank: reply.rank, size: reply.size };
 }

@@ -1,0 +1,670 @@
+/**
+ * Faults of real processes. Goal: whatever happens to a data rank or to rank 0, nothing the store
+ * acknowledged is lost (every file acknowledged before or during the fault reads back with the
+ * right sha256), a transfer cut by the fault either completes right or fails with one clear error
+ * line, and replication comes back by itself: `underReplicatedChunks` reaches 0 and every chunk
+ * has exactly 2 copies, on live ranks. Faults: kill -9 of a data rank while idle, during a
+ * 200 MiB upload and during a 200 MiB retrieve; SIGSTOP past --dead-after-ms (declared dead,
+ * copies re-made; after SIGCONT it rejoins and its surplus is trimmed) and shorter than it
+ * (suspect, then alive; nothing re-replicated); a flipped byte in a chunk file, found by the scrub
+ * or by a retrieve; a data rank whose disk (a small tmpfs) fills up; kill -9 of rank 0 during an
+ * upload, then a restart on the same data dir.
+ *
+ * Method: a real store per test (memflow-run, rank 0 + 3 data ranks, test/helpers/store-process.ts)
+ * with --heartbeat-ms 200 --dead-after-ms 1500 so that deaths are declared fast. Faults are
+ * injected at observed moments, never after a guessed sleep: "during an upload" is when the data
+ * ranks' folders have grown by a set amount, "during a retrieve" when the client has written a set
+ * amount to its stdout. Outcomes are read from rank 0's log lines (waited for with deadlines), the
+ * status request and the metadata of every file (polled with deadlines), and files read back
+ * through the client library. Every process is stopped (a stopped one continued first), every
+ * tmpfs unmounted and every temp dir removed in afterEach, also when a test fails.
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DfsClient } from '../../src/client/dfs-client.js';
+import type { RankState, StatusResult } from '../../src/protocol/client-protocol.js';
+import {
+  KiB,
+  MiB,
+  StoreProcess,
+  cleanupStores,
+  describeRun,
+  dfs,
+  makeTempDir,
+  sha256Of,
+  startDfs,
+  waitUntil,
+  writePseudoRandomFile,
+  type DfsResult,
+  type StoreOptions,
+} from '../helpers/store-process.js';
+
+/** Fast failure detection: suspect after 600 ms of silence, dead after 1.5 s. */
+const FAST = ['--heartbeat-ms', '200', '--dead-after-ms', '1500'];
+const BIG = 200 * MiB;
+
+const started: StoreProcess[] = [];
+const stoppedPids = new Set<number>();
+const mounts: string[] = [];
+
+afterEach(async () => {
+  // A stopped rank cannot act on SIGTERM: continue it first (SIGKILL would work anyway).
+  for (const pid of stoppedPids) signal(pid, 'SIGCONT');
+  stoppedPids.clear();
+  if (mounts.length > 0) {
+    // A mount point cannot be removed while mounted, nor unmounted while ranks use it.
+    for (const store of started) {
+      store.killAll();
+      await store.waitNoProcessLeft(10_000).catch(() => undefined);
+    }
+    for (const mnt of mounts.splice(0)) unmount(mnt);
+  }
+  started.length = 0;
+  await cleanupStores();
+});
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // Gone already.
+  }
+}
+
+async function startStore(options: StoreOptions, dataDir?: string): Promise<StoreProcess> {
+  const store =
+    dataDir === undefined
+      ? await StoreProcess.start(options)
+      : await StoreProcess.startOn(dataDir, options);
+  started.push(store);
+  return store;
+}
+
+// ---- rank 0's log --------------------------------------------------------------------------
+
+const RANK0 = '[0] memflow-rank 0: ';
+
+/** Rank 0's log lines (without the tag) from stderr line `from` on. */
+function rank0Lines(store: StoreProcess, from = 0): string[] {
+  return store.stderr
+    .slice(from)
+    .filter((l) => l.startsWith(RANK0))
+    .map((l) => l.slice(RANK0.length));
+}
+
+/** Waits for a line of rank 0 matching `re` at stderr line `from` or later; returns the match. */
+async function waitLog(
+  store: StoreProcess,
+  re: RegExp,
+  from: number,
+  timeoutMs = 20_000,
+): Promise<RegExpExecArray> {
+  let match: RegExpExecArray | null = null;
+  await store.waitFor(
+    `a line of rank 0 matching ${String(re)}`,
+    () => rank0Lines(store, from).some((l) => (match = re.exec(l)) !== null),
+    timeoutMs,
+  );
+  return match!;
+}
+
+// ---- files ---------------------------------------------------------------------------------
+
+/** sha256 of every acknowledged file, by name. */
+type Files = Map<string, string>;
+
+async function withClient<T>(store: StoreProcess, fn: (c: DfsClient) => Promise<T>): Promise<T> {
+  const client = new DfsClient({ server: store.server, timeoutMs: 30_000 });
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+/** Uploads pseudo-random files of the given sizes through the library; records what was acked. */
+async function putFiles(
+  store: StoreProcess,
+  work: string,
+  specs: Array<[name: string, sizeBytes: number]>,
+  files: Files = new Map(),
+): Promise<Files> {
+  await withClient(store, async (client) => {
+    for (const [name, size] of specs) {
+      const local = path.join(work, `${name}.src`);
+      const sha = await writePseudoRandomFile(local, size, name);
+      const meta = await client.upload(local, { name });
+      expect(meta.sha256, `sha256 the store acknowledged for ${name}`).toBe(sha);
+      files.set(name, sha);
+      fs.rmSync(local);
+    }
+  });
+  return files;
+}
+
+class HashSink extends Writable {
+  private readonly hash = createHash('sha256');
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
+    this.hash.update(chunk);
+    done();
+  }
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+/**
+ * Every acknowledged file is listed and reads back with its sha256 (but those in `checked`, read
+ * back already by the test itself).
+ */
+async function expectAllReadBack(
+  store: StoreProcess,
+  files: Files,
+  checked: string[] = [],
+): Promise<void> {
+  await withClient(store, async (client) => {
+    const listed = (await client.list()).map((f) => f.name).sort();
+    expect(listed).toEqual([...files.keys()].sort());
+    for (const [name, sha] of files) {
+      if (checked.includes(name)) continue;
+      const sink = new HashSink();
+      await client.download(name, sink);
+      expect(sink.digest(), `content of ${name}`).toBe(sha);
+    }
+  });
+}
+
+/**
+ * What still keeps the store from "fully replicated": status underReplicatedChunks > 0, a chunk
+ * of a file without exactly 2 copies on distinct live ranks, a rank state other than expected.
+ */
+async function replicationProblems(
+  store: StoreProcess,
+  files: Files,
+  states: Record<number, RankState>,
+): Promise<{ problems: string[]; status: StatusResult }> {
+  return withClient(store, async (client) => {
+    const status = await client.status();
+    const problems: string[] = [];
+    if (status.underReplicatedChunks !== 0)
+      problems.push(`status: ${status.underReplicatedChunks} under-replicated chunks`);
+    for (const [rank, state] of Object.entries(states)) {
+      const seen = status.ranks.find((r) => r.rank === Number(rank))?.state;
+      if (seen !== state) problems.push(`rank ${rank} is ${seen}, expected ${state}`);
+    }
+    for (const name of files.keys()) {
+      const meta = await client.stat(name);
+      if (meta.underReplicatedChunks !== 0)
+        problems.push(`${name}: ${meta.underReplicatedChunks} under-replicated chunks`);
+      for (const chunk of meta.chunks) {
+        const live = chunk.copies.filter((c) => c.state === 'alive').map((c) => c.rank);
+        if (chunk.copies.length !== 2 || live.length !== 2 || new Set(live).size !== 2)
+          problems.push(`${name} chunk ${chunk.index}: copies ${JSON.stringify(chunk.copies)}`);
+      }
+    }
+    return { problems, status };
+  });
+}
+
+/** Polls until replicationProblems() is empty; fails listing them at the deadline. */
+async function waitReplicated(
+  store: StoreProcess,
+  files: Files,
+  states: Record<number, RankState>,
+  timeoutMs = 30_000,
+): Promise<StatusResult> {
+  let last: { problems: string[]; status: StatusResult } | undefined;
+  try {
+    await waitUntil(
+      'full replication',
+      async () => (last = await replicationProblems(store, files, states)).problems.length === 0,
+      timeoutMs,
+      100,
+    );
+  } catch {
+    throw new Error(
+      `not fully replicated within ${timeoutMs} ms:\n${last?.problems.slice(0, 20).join('\n')}\n` +
+        `status: ${JSON.stringify(last?.status)}\n${store.transcript()}`,
+    );
+  }
+  return last!.status;
+}
+
+const allAlive = (ranks = [1, 2, 3]): Record<number, RankState> =>
+  Object.fromEntries(ranks.map((r) => [r, 'alive' as RankState]));
+
+/** Copies the committed files list, summed. */
+async function copiesNeeded(store: StoreProcess, files: Files): Promise<number> {
+  return withClient(store, async (client) => {
+    let total = 0;
+    for (const name of files.keys())
+      for (const chunk of (await client.stat(name)).chunks) total += chunk.copies.length;
+    return total;
+  });
+}
+
+/** No surplus: the chunk files on disk are exactly the copies the files list (deletes are async). */
+async function expectNoSurplusOnDisk(store: StoreProcess, files: Files): Promise<void> {
+  expect(store.usesChunkFiles(), 'the data ranks keep one file per chunk').toBe(true);
+  const needed = await copiesNeeded(store, files);
+  let onDisk = -1;
+  await waitUntil(
+    'chunk files on disk to match the copies the index lists',
+    () => (onDisk = store.chunkFiles().length) === needed,
+    10_000,
+    100,
+  ).catch(() => undefined);
+  expect(onDisk, `chunk files on disk (index lists ${needed} copies)`).toBe(needed);
+}
+
+/** A dfs-client run that failed the way the README promises: one line on stderr, no stack. */
+function expectClearFailure(args: string[], r: DfsResult): void {
+  const why = describeRun(args, r);
+  expect(r.timedOut, why).toBe(false);
+  expect(r.code, why).not.toBe(0);
+  expect(r.code, why).not.toBeNull();
+  const lines = r.stderr.trimEnd().split('\n');
+  expect(lines, why).toHaveLength(1);
+  expect(lines[0], why).toMatch(/^dfs-client: \S/);
+  expect(r.stderr, why).not.toMatch(/\n\s+at /);
+}
+
+/** Chunk 0 of `name`: its first copy's rank and that copy's file on disk. */
+async function firstCopyFile(
+  store: StoreProcess,
+  name: string,
+): Promise<{ rank: number; file: string }> {
+  const meta = await withClient(store, (c) => c.stat(name));
+  const chunk = meta.chunks[0]!;
+  const rank = chunk.copies[0]!.rank;
+  const hits = store
+    .chunkFiles()
+    .filter((f) => f.startsWith(`rank-${rank}${path.sep}`) && f.endsWith(`.${chunk.checksum}`));
+  expect(hits, `chunk files of chunk 0 of ${name} on rank ${rank}`).toHaveLength(1);
+  return { rank, file: path.join(store.dataDir, hits[0]!.replace(/^(rank-\d+)/, '$1/chunks')) };
+}
+
+/** Flips one byte in the middle of `file`; returns the original bytes. */
+function flipByte(file: string): Buffer {
+  const original = fs.readFileSync(file);
+  const bad = Buffer.from(original);
+  const at = Math.floor(bad.length / 2);
+  bad[at] = bad[at]! ^ 0xff;
+  fs.writeFileSync(file, bad);
+  return original;
+}
+
+// ---- tmpfs -----------------------------------------------------------------------------------
+
+function unmount(mnt: string): void {
+  try {
+    execFileSync('umount', [mnt], { stdio: 'ignore', timeout: 10_000 });
+  } catch {
+    try {
+      execFileSync('umount', ['-l', mnt], { stdio: 'ignore', timeout: 10_000 });
+    } catch {
+      // Not mounted.
+    }
+  }
+}
+
+/** Why a small tmpfs cannot be mounted here, or undefined when it can (tries one). */
+function tmpfsUnavailableReason(): string | undefined {
+  if (process.platform !== 'linux') return `tmpfs mounts need Linux (${process.platform})`;
+  if (process.getuid?.() !== 0) return `not root (uid ${process.getuid?.()}): mount needs it`;
+  const probe = fs.mkdtempSync(path.join(os.tmpdir(), 'memflow-tmpfs-probe-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'memflow-probe', probe], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      timeout: 10_000,
+    });
+    unmount(probe);
+    return undefined;
+  } catch (err) {
+    const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
+    return `mount -t tmpfs failed: ${stderr || (err as Error).message}`;
+  } finally {
+    fs.rmSync(probe, { recursive: true, force: true });
+  }
+}
+
+const tmpfsSkip = tmpfsUnavailableReason();
+if (tmpfsSkip !== undefined) console.warn(`full-disk test skipped: ${tmpfsSkip}`);
+
+// ---- the tests -------------------------------------------------------------------------------
+
+describe('a data rank killed (kill -9)', () => {
+  it('while idle (3 data ranks, 256 KiB chunks, 8 files): declared dead at once, its copies re-made on the 2 others, every file reads back', async () => {
+    const store = await startStore({ chunkSize: '256K', extraArgs: FAST });
+    const work = makeTempDir('faults-work');
+    const files = await putFiles(
+      store,
+      work,
+      [...Array(8).keys()].map((i) => [`idle-${i}.bin`, 700 * KiB + i * 100 * KiB]),
+    );
+    await waitReplicated(store, files, allAlive());
+
+    const mark = store.stderr.length;
+    const killedAt = performance.now();
+    store.killRank(2);
+    const dead = await waitLog(store, /^rank 2 is dead \((.+)\)$/, mark);
+    // A killed process drops its connections: death needs no silence of --dead-after-ms.
+    expect(dead[1]).toMatch(/^connection down for \d+ ms$/);
+    await waitLog(store, /^re-replicating \d+ chunks$/, mark);
+    await waitLog(store, /^replication restored: every chunk has its copies$/, mark);
+    await waitReplicated(store, files, { 1: 'alive', 2: 'dead', 3: 'alive' });
+    const recoveredMs = performance.now() - killedAt;
+    expect(store.exited, 'store mode keeps the job alive when a data rank dies').toBe(false);
+    await expectAllReadBack(store, files);
+    console.log(`kill -9 while idle: fully replicated ${Math.round(recoveredMs)} ms after kill`);
+  });
+
+  it('during a 200 MiB upload (4 MiB chunks, killed once 48 MiB reached the data ranks): the upload succeeds and reads back, or fails with one clear line; earlier files intact', async () => {
+    const store = await startStore({ extraArgs: FAST });
+    const work = makeTempDir('faults-work');
+    const files = await putFiles(store, work, [
+      ['before-1.bin', 5 * MiB],
+      ['before-2.bin', 9 * MiB + 123],
+      ['before-3.bin', 300 * KiB],
+    ]);
+    const big = path.join(work, 'big.src');
+    const bigSha = await writePseudoRandomFile(big, BIG, 'big-upload');
+    const baseline = store.dataRankBytes();
+
+    const mark = store.stderr.length;
+    const args = [big, '-a', '--as', 'big.bin', '--server', store.server];
+    const upload = startDfs(args, { timeoutMs: 120_000 });
+    await waitUntil(
+      'the upload to be under way (48 MiB more on the data ranks)',
+      () => store.dataRankBytes() > baseline + 48 * MiB || upload.child.exitCode !== null,
+      60_000,
+    );
+    expect(upload.child.exitCode, 'the upload was still running at the kill').toBeNull();
+    store.killRank(2);
+    const result = await upload.result;
+    if (result.code === 0) {
+      files.set('big.bin', bigSha);
+      console.log(`upload during kill -9: succeeded in ${Math.round(result.elapsedMs)} ms`);
+    } else {
+      expectClearFailure(args, result);
+      console.log(`upload during kill -9: failed clearly: ${result.stderr.trim()}`);
+    }
+    await waitLog(store, /^rank 2 is dead \(/, mark);
+    // Listed files are exactly the acknowledged ones: a failed upload left no partial version.
+    await expectAllReadBack(store, files);
+    await waitReplicated(store, files, { 1: 'alive', 2: 'dead', 3: 'alive' });
+  }, 120_000);
+
+  it('during a retrieve of a 200 MiB file (killed once 32 MiB were written out): the retrieve completes with the right sha256 or fails with one clear line; a second retrieve succeeds', async () => {
+    const store = await startStore({ extraArgs: FAST });
+    const work = makeTempDir('faults-work');
+    const files = await putFiles(store, work, [
+      ['small.bin', 3 * MiB],
+      ['big.bin', BIG],
+    ]);
+    await waitReplicated(store, files, allAlive());
+
+    const mark = store.stderr.length;
+    const args = ['big.bin', '-r', '-o', '-', '--server', store.server];
+    const retrieve = startDfs(args, { timeoutMs: 120_000 });
+    let written = 0;
+    retrieve.child.stdout?.on('data', (d: Buffer) => (written += d.length));
+    await waitUntil(
+      'the retrieve to be under way (32 MiB written out)',
+      () => written > 32 * MiB || retrieve.child.exitCode !== null,
+      60_000,
+    );
+    expect(retrieve.child.exitCode, 'the retrieve was still running at the kill').toBeNull();
+    store.killRank(2);
+    const first = await retrieve.result;
+    if (first.code === 0) {
+      expect(sha256Of(first.stdout), 'the retrieve cut by the kill').toBe(files.get('big.bin'));
+      console.log(`retrieve during kill -9: completed in ${Math.round(first.elapsedMs)} ms`);
+    } else {
+      expectClearFailure(args, first);
+      console.log(`retrieve during kill -9: failed clearly: ${first.stderr.trim()}`);
+    }
+    const second = await dfs(store.server, ['big.bin', '-r', '-o', '-'], { timeoutMs: 60_000 });
+    expect(second.code, describeRun(['big.bin', '-r', '-o', '-'], second)).toBe(0);
+    expect(sha256Of(second.stdout), 'the second retrieve').toBe(files.get('big.bin'));
+
+    await waitLog(store, /^rank 2 is dead \(/, mark);
+    await expectAllReadBack(store, files, ['big.bin']);
+    await waitReplicated(store, files, { 1: 'alive', 2: 'dead', 3: 'alive' });
+  }, 120_000);
+});
+
+describe('a data rank stopped (SIGSTOP)', () => {
+  it('past --dead-after-ms 1500 (heartbeat 200 ms): suspect, then dead after the silence, copies re-made; after SIGCONT it rejoins, its surplus is trimmed and all ranks are alive', async () => {
+    const store = await startStore({ chunkSize: '256K', extraArgs: FAST });
+    const work = makeTempDir('faults-work');
+    const files = await putFiles(
+      store,
+      work,
+      [...Array(6).keys()].map((i) => [`stop-${i}.bin`, 1 * MiB + i * 50 * KiB]),
+    );
+    await waitReplicated(store, files, allAlive());
+    const held = (await store.status()).ranks.find((r) => r.rank === 2)!.chunkCopies;
+    expect(held, 'copies on rank 2 before the stop').toBeGreaterThan(0);
+
+    const mark = store.stderr.length;
+    const pid = store.rankPid(2);
+    stoppedPids.add(pid);
+    signal(pid, 'SIGSTOP');
+    await waitLog(store, /^rank 2 is suspect \(missed \d+ heartbeats\)$/, mark);
+    const dead = await waitLog(store, /^rank 2 is dead \(silent for (\d+) ms\)$/, mark);
+    expect(Number(dead[1]), 'silence before rank 2 was declared dead').toBeGreaterThanOrEqual(1500);
+    await waitLog(store, /^re-replicating \d+ chunks$/, mark);
+    await waitReplicated(store, files, { 1: 'alive', 2: 'dead', 3: 'alive' });
+
+    const resumed = store.stderr.length;
+    signal(pid, 'SIGCONT');
+    stoppedPids.delete(pid);
+    await waitLog(store, /^rank 2 is alive \(rejoined\)$/, resumed);
+    const rejoin = await waitLog(
+      store,
+      /^rank 2 rejoined: (\d+) copies taken back, (\d+) surplus or stale copies trimmed$/,
+      resumed,
+    );
+    // Every chunk had its 2 copies elsewhere by then: whatever rank 2 held was surplus.
+    expect(Number(rejoin[1]), 'copies taken back').toBe(0);
+    expect(Number(rejoin[2]), 'surplus copies trimmed').toBe(held);
+    await waitReplicated(store, files, allAlive());
+    await expectNoSurplusOnDisk(store, files);
+    await expectAllReadBack(store, files);
+  });
+
+  it('shorter than --dead-after-ms 3000 (heartbeat 200 ms, continued once suspect): suspect, then alive again; nothing is re-replicated', async () => {
+    const store = await startStore({
+      chunkSize: '256K',
+      extraArgs: ['--heartbeat-ms', '200', '--dead-after-ms', '3000'],
+    });
+    const work = makeTempDir('faults-work');
+    const files = await putFiles(
+      store,
+      work,
+      [...Array(4).keys()].map((i) => [`pause-${i}.bin`, 1 * MiB + i * 10 * KiB]),
+    );
+    await waitReplicated(store, files, allAlive());
+
+    const mark = store.stderr.length;
+    const pid = store.rankPid(2);
+    stoppedPids.add(pid);
+    const stoppedAt = performance.now();
+    signal(pid, 'SIGSTOP');
+    await waitLog(store, /^rank 2 is suspect \(missed \d+ heartbeats\)$/, mark);
+    signal(pid, 'SIGCONT');
+    const stoppedMs = performance.now() - stoppedAt;
+    stoppedPids.delete(pid);
+    expect(stoppedMs, 'the stop lasted less than --dead-after-ms').toBeLessThan(3000);
+    await waitLog(store, /^rank 2 is alive \(heard from again\)$/, mark);
+    await waitReplicated(store, files, allAlive());
+
+    const lines = rank0Lines(store, mark);
+    expect(lines.filter((l) => /re-replicating|rank 2 is dead|rejoined/.test(l))).toEqual([]);
+    await expectNoSurplusOnDisk(store, files);
+    await expectAllReadBack(store, files);
+    console.log(`short SIGSTOP: stopped ${Math.round(stoppedMs)} ms; ${lines.join(' | ')}`);
+  });
+});
+
+describe('a corrupt chunk copy (one byte flipped in its file)', () => {
+  it.each([
+    { finder: 'the scrub (--scrub-rate 64MiB)', scrub: '64MiB' },
+    { finder: 'a retrieve (scrub off)', scrub: '0' },
+  ])(
+    'is found by $finder: the file reads back right, the bad copy is replaced, the flipped file is gone or rewritten',
+    async ({ scrub }) => {
+      const store = await startStore({
+        chunkSize: '256K',
+        extraArgs: [...FAST, '--scrub-rate', scrub],
+      });
+      const work = makeTempDir('faults-work');
+      const files = await putFiles(store, work, [
+        ['victim.bin', 1 * MiB],
+        ['other.bin', 600 * KiB],
+      ]);
+      await waitReplicated(store, files, allAlive());
+      const { rank, file } = await firstCopyFile(store, 'victim.bin');
+
+      const mark = store.stderr.length;
+      const original = flipByte(file);
+      if (scrub === '0') {
+        // The first copy of chunk 0 is the one a read tries first.
+        const args = ['victim.bin', '-r', '-o', '-'];
+        const back = await dfs(store.server, args);
+        expect(back.code, describeRun(args, back)).toBe(0);
+        expect(sha256Of(back.stdout), 'content read past the bad copy').toBe(
+          files.get('victim.bin'),
+        );
+      }
+      await waitLog(
+        store,
+        new RegExp(`^copy of chunk 0 of "victim\\.bin" on rank ${rank} is bad \\(.+\\); replacing it$`),
+        mark,
+      );
+      await waitLog(store, /^replication restored: every chunk has its copies$/, mark);
+      await waitReplicated(store, files, allAlive());
+      await waitUntil(
+        'the flipped file to be gone or rewritten with the good bytes',
+        () => !fs.existsSync(file) || fs.readFileSync(file).equals(original),
+        10_000,
+        100,
+      );
+      await expectNoSurplusOnDisk(store, files);
+      await expectAllReadBack(store, files);
+    },
+  );
+});
+
+describe('a full disk', () => {
+  it.skipIf(tmpfsSkip !== undefined)(
+    'rank 1 on a 6 MiB tmpfs while every rank offers --capacity 24M (1 MiB chunks): uploads go on to ranks 2 and 3; once nothing fits, the refusal names the space needed and available (exit 5)',
+    async () => {
+      const dataDir = makeTempDir('full-disk');
+      const mnt = path.join(dataDir, 'rank-1');
+      fs.mkdirSync(mnt);
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'memflow-test', mnt], {
+        timeout: 10_000,
+      });
+      mounts.push(mnt);
+      const store = await startStore(
+        { chunkSize: '1M', extraArgs: [...FAST, '--capacity', '24M', '--scrub-rate', '0'] },
+        dataDir,
+      );
+      const work = makeTempDir('faults-work');
+
+      const files: Files = new Map();
+      let refusal: unknown;
+      let afterFull = 0;
+      let rank1FullAt = -1;
+      for (let i = 0; i < 40 && refusal === undefined; i++) {
+        const name = `fill-${i}.bin`;
+        try {
+          await putFiles(store, work, [[name, 2 * MiB]], files);
+          if (rank1FullAt >= 0) afterFull++;
+        } catch (err) {
+          refusal = err;
+        }
+        if (rank1FullAt < 0 && rank0Lines(store).some((l) => /^rank 1 could not store/.test(l)))
+          rank1FullAt = i;
+      }
+      expect(rank1FullAt, 'rank 1 refused a chunk (its disk is full)').toBeGreaterThanOrEqual(0);
+      expect(afterFull, 'uploads acknowledged after rank 1 was full').toBeGreaterThanOrEqual(3);
+      expect(refusal, 'uploads stop being accepted once nothing fits').toBeDefined();
+      expect(String(refusal)).toMatch(/not enough space|space/i);
+
+      const src = path.join(work, 'one-more.src');
+      await writePseudoRandomFile(src, 2 * MiB, 'one-more');
+      const args = [src, '-a', '--as', 'one-more.bin'];
+      const refused = await dfs(store.server, args);
+      expect(refused.code, describeRun(args, refused)).toBe(5);
+      expect(refused.stderr).toMatch(
+        /not enough space .*\b\d+(\.\d+)? \w+ needed\b.*\b\d+(\.\d+)? \w+ available\b/,
+      );
+      expectClearFailure(args, refused);
+
+      const status = await waitReplicated(store, files, allAlive());
+      const byRank = new Map(status.ranks.map((r) => [r.rank, r]));
+      // Ranks 2 and 3 took what rank 1 could not: they hold more than its 6 MiB.
+      expect(byRank.get(2)!.usedBytes).toBeGreaterThan(6 * MiB);
+      expect(byRank.get(3)!.usedBytes).toBeGreaterThan(6 * MiB);
+      expect(byRank.get(1)!.usedBytes).toBeLessThanOrEqual(6 * MiB);
+      await expectAllReadBack(store, files);
+      console.log(
+        `full disk: ${files.size} files acknowledged, ${afterFull} after rank 1 was full; ${refused.stderr.trim()}`,
+      );
+    },
+  );
+});
+
+describe('rank 0 killed (kill -9)', () => {
+  it('during a 64 MiB upload: the launcher ends the job with no process left; restarted on the same data dir, every acknowledged file is back and the upload in flight is whole or absent', async () => {
+    const store = await startStore({ chunkSize: '1M', extraArgs: FAST });
+    const work = makeTempDir('faults-work');
+    const files = await putFiles(store, work, [
+      ['kept-1.bin', 3 * MiB],
+      ['kept-2.bin', 1 * MiB + 7],
+      ['kept-3.bin', 200 * KiB],
+    ]);
+    const inflight = path.join(work, 'inflight.src');
+    const inflightSha = await writePseudoRandomFile(inflight, 64 * MiB, 'inflight');
+    const baseline = store.dataRankBytes();
+
+    const args = [inflight, '-a', '--as', 'inflight.bin', '--timeout', '5'];
+    const upload = startDfs([...args, '--server', store.server], { timeoutMs: 60_000 });
+    await waitUntil(
+      'the upload to be under way (16 MiB more on the data ranks)',
+      () => store.dataRankBytes() > baseline + 16 * MiB || upload.child.exitCode !== null,
+      60_000,
+    );
+    expect(upload.child.exitCode, 'the upload was still running at the kill').toBeNull();
+    store.killRank(0);
+    const exit = await store.ended(20_000);
+    expect(exit.code, 'the launcher reports the end of rank 0').not.toBe(0);
+    await store.waitNoProcessLeft(10_000);
+    const result = await upload.result;
+    if (result.code !== 0) expectClearFailure(args, result);
+
+    const again = await store.restart();
+    started.push(again);
+    const listed = await withClient(again, (c) => c.list());
+    const entry = listed.find((f) => f.name === 'inflight.bin');
+    if (entry !== undefined) {
+      // Committed just before the kill: then it must be whole.
+      expect(entry.sizeBytes).toBe(64 * MiB);
+      files.set('inflight.bin', inflightSha);
+    }
+    console.log(
+      `rank 0 crash: upload ${result.code === 0 ? 'acknowledged' : `failed (${result.stderr.trim()})`}; after restart inflight.bin is ${entry ? 'whole' : 'absent'}`,
+    );
+    if (result.code === 0) expect(entry, 'an acknowledged upload survives').toBeDefined();
+    await waitReplicated(again, files, allAlive());
+    await expectAllReadBack(again, files);
+  }, 90_000);
+});
