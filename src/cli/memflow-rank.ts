@@ -66,6 +66,12 @@ async function main(): Promise<void> {
       describe: 'bytes per second each data rank re-verifies in the background (0: off)',
       coerce: sizeOption('scrub-rate'),
     })
+    .option('read-cache', {
+      type: 'string',
+      default: '64MiB',
+      describe: 'bytes of small chunks rank 0 keeps to answer small reads itself (0: none)',
+      coerce: sizeOption('read-cache'),
+    })
     .check((a) => {
       if (!(a['heartbeat-ms'] > 0) || !(a['dead-after-ms'] > a['heartbeat-ms'])) {
         throw new Error('--heartbeat-ms must be > 0 and --dead-after-ms larger than it');
@@ -98,6 +104,7 @@ async function main(): Promise<void> {
     heartbeatIntervalMs: argv['heartbeat-ms'],
     deadAfterMs: argv['dead-after-ms'],
     scrubBytesPerSecond: argv['scrub-rate'] ?? 0,
+    readCacheBytes: argv['read-cache'] ?? 0,
   };
   const rank = process.env.MEMFLOW_RANK ?? '?';
   const log = (line: string): void => console.error(`memflow-rank ${rank}: ${line}`);

@@ -31,6 +31,8 @@ import type { ChunkRecord, FileIndex, FileVersion, IndexRecord } from '../store/
 import { validateName } from '../store/names.js';
 import { formatSize } from '../store/sizes.js';
 import { checkFit, placeChunk } from '../store/placement.js';
+import { chunkChecksum } from '../store/checksum.js';
+import { ChunkCache } from './chunk-cache.js';
 import { Cluster } from './cluster.js';
 import { CommandRunner } from './commands.js';
 import { DataClient } from './data-client.js';
@@ -72,6 +74,8 @@ export interface CoordinatorOptions {
   disconnectGraceMs?: number;
   /** Chunk copies re-replication makes at once. */
   repairParallelism?: number;
+  /** Bytes of small chunks rank 0 keeps in memory to answer small reads itself (0: none). */
+  readCacheBytes?: number;
   /** Wall-clock time for created/modified stamps (injected so simulations are repeatable). */
   wallClockMs?: () => number;
   randomId?: () => string;
@@ -103,6 +107,7 @@ export class Coordinator {
   readonly cluster = new Cluster();
   readonly data: DataClient;
   readonly repairer: Repairer;
+  private readonly cache: ChunkCache;
   private readonly health: HealthMonitor;
   private readonly commands: CommandRunner;
   private readonly stopping = new AbortController();
@@ -132,12 +137,14 @@ export class Coordinator {
       deadAfterMs: 5000,
       disconnectGraceMs: Math.max(250, (options.heartbeatIntervalMs ?? 1000) / 2),
       repairParallelism: 8,
+      readCacheBytes: 64 * 1024 * 1024,
       wallClockMs: () => Date.now(),
       randomId: () => `${Date.now().toString(36)}${(this.nextId++).toString(36)}`,
       log: () => {},
       ...options,
     };
     this.data = new DataClient(comm, this.opts.dataTimeoutMs);
+    this.cache = new ChunkCache(this.opts.readCacheBytes);
     this.commands = new CommandRunner(comm, Math.min(this.opts.dataTimeoutMs, 10_000));
     this.health = new HealthMonitor(
       comm,
@@ -569,6 +576,7 @@ export class Coordinator {
       throw new StoreError('STORE_CONFLICT', `upload of "${upload.name}" was aborted`);
     }
     upload.chunks.set(index, { index, id, sizeBytes: bytes.length, checksum, ranks });
+    this.cache.set(id, bytes);
   }
 
   /**
@@ -777,6 +785,8 @@ export class Coordinator {
     const current = this.index.get(read.file.name);
     const chunk =
       current && current.version === read.file.version ? (current.chunks[index] ?? pinned) : pinned;
+    const cached = this.cache.get(chunk.id);
+    if (cached && chunkChecksum(cached) === chunk.checksum) return cached;
     // Live copies first (suspect ones after them, dead ones never), in placement order.
     const order = chunk.ranks
       .filter((r) => this.cluster.stateOf(r) !== 'dead')
@@ -786,7 +796,10 @@ export class Coordinator {
       try {
         const { payload } = await this.data.request(rank, { op: 'get', chunkId: chunk.id });
         const bytes = payload[0];
-        if (bytes && bytes.length === chunk.sizeBytes) return bytes;
+        if (bytes && bytes.length === chunk.sizeBytes) {
+          this.cache.set(chunk.id, bytes);
+          return bytes;
+        }
         failures.push(`rank ${rank}: wrong length`);
       } catch (err) {
         failures.push(`rank ${rank}: ${err instanceof Error ? err.message : String(err)}`);
@@ -850,7 +863,10 @@ export class Coordinator {
     chunks: ReadonlyArray<Pick<ChunkRecord, 'id' | 'sizeBytes' | 'ranks'>>,
   ): void {
     const byRank = new Map<number, Array<{ id: string; sizeBytes: number }>>();
-    for (const c of chunks) for (const r of c.ranks) byRank.set(r, [...(byRank.get(r) ?? []), c]);
+    for (const c of chunks) {
+      this.cache.delete(c.id);
+      for (const r of c.ranks) byRank.set(r, [...(byRank.get(r) ?? []), c]);
+    }
     for (const [rank, list] of byRank) {
       this.data
         .request(rank, { op: 'delete', chunkIds: list.map((c) => c.id) })

@@ -27,6 +27,8 @@ export interface StoreOptions {
   deadAfterMs: number;
   /** Bytes per second each data rank's scrub re-verifies (0: off). */
   scrubBytesPerSecond: number;
+  /** Bytes of small chunks rank 0 caches to answer small reads itself. */
+  readCacheBytes: number;
 }
 
 export interface RunningRank {
@@ -88,6 +90,7 @@ export async function runStore(
     chunkSizeBytes: options.chunkSizeBytes,
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     deadAfterMs: options.deadAfterMs,
+    readCacheBytes: options.readCacheBytes,
     log,
   });
   late.onRegistered = (rank, endpoint) => coordinator.onRankRegistered(rank, endpoint);

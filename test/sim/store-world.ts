@@ -170,6 +170,8 @@ export interface StoreWorldOptions {
   hosts?: string[];
   /** Scrub rate of the data ranks (default off). */
   scrubBytesPerSecond?: number;
+  /** Rank 0's small-chunk cache (default off, so reads exercise the data ranks). */
+  readCacheBytes?: number;
 }
 
 export class StoreWorld {
@@ -213,6 +215,7 @@ export class StoreWorld {
       wallClockMs: () => 1_700_000_000_000 + this.clock.now(),
       heartbeatIntervalMs: 1000,
       deadAfterMs: 5000,
+      readCacheBytes: this.options.readCacheBytes ?? 0,
       log: process.env.MEMFLOW_SIM_LOG
         ? (line) => console.log(`[${this.clock.now()} ms] rank 0: ${line}`)
         : () => {},

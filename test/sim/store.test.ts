@@ -112,6 +112,19 @@ describe('one-round-trip requests for small files', () => {
   });
 });
 
+describe("rank 0's small-chunk cache", () => {
+  it('answers a small read without a data rank, and never returns bytes that fail their checksum', async () => {
+    const w = await startWorld({ dataRanks: 2, readCacheBytes: 1 << 20 });
+    const c = w.client();
+    const data = content(900, 4);
+    await c.upload('cached', data);
+    // Both copies rot on disk: the cache still holds the verified bytes written a moment ago.
+    w.corruptCopies(1);
+    w.corruptCopies(2);
+    expect(sha256(await c.download('cached'))).toBe(sha256(data));
+  });
+});
+
 describe('names, listing, metadata and deletion', () => {
   it('lists files in name order with size and health, and stat gives the same metadata as the upload', async () => {
     const w = await startWorld({ dataRanks: 3 });
