@@ -3,7 +3,8 @@
  * fsync per put) against VolumeChunkStore (append to volume files, group commit), on this
  * machine's temp directory. Run with `npm run build && node dist/bench/chunk-store-bench.js`.
  *
- * Workloads, each on a fresh store per kind:
+ * Workloads, each on a fresh store per kind; ROUNDS rounds alternate the two kinds, and the table
+ * shows each figure's median (the machine is shared, so single runs are noisy):
  *   put 4 KiB  x16   SMALL_PUTS puts of distinct 4 KiB chunks, 16 in flight
  *   put 4 MiB  x4    BIG_PUTS puts of 4 MiB chunks, 4 in flight
  *   get 4 KiB  x16   SMALL_GETS gets of random stored 4 KiB chunks, 16 in flight
@@ -22,7 +23,8 @@ import { VolumeChunkStore } from '../src/store/volume-chunk-store.js';
 
 const SMALL = 4 * 1024;
 const BIG = 4 * 1024 * 1024;
-const SMALL_PUTS = 6000;
+const ROUNDS = 3;
+const SMALL_PUTS = 4000;
 const BIG_PUTS = 128;
 const SMALL_GETS = 30000;
 const BIG_GETS = 256;
@@ -118,24 +120,62 @@ async function runKind(
   return { results, extra };
 }
 
-const fmtOps = (m: Measure): string => `${Math.round(m.ops / m.seconds).toLocaleString('en-US')}`;
-const fmtMBs = (m: Measure): string => `${(m.bytes / 1e6 / m.seconds).toFixed(0)}`;
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((x, y) => x - y);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+};
 
-const disk = await runKind('disk', (dir) => DiskChunkStore.open(dir));
-const volume = await runKind('volume', (dir) => VolumeChunkStore.open(dir));
+const runs: Record<'disk' | 'volume', Map<string, Measure>[]> = { disk: [], volume: [] };
+const extras: string[] = [];
+for (let round = 0; round < ROUNDS; round++) {
+  runs.disk.push((await runKind('disk', (dir) => DiskChunkStore.open(dir))).results);
+  const volume = await runKind('volume', (dir) => VolumeChunkStore.open(dir));
+  runs.volume.push(volume.results);
+  extras.push(volume.extra);
+}
 
-const header = ['workload', 'disk ops/s', 'disk MB/s', 'volume ops/s', 'volume MB/s', 'speed-up'];
-const rows = [...volume.results.keys()].map((name) => {
-  const d = disk.results.get(name) as Measure;
-  const v = volume.results.get(name) as Measure;
-  const speedup = d.seconds / d.ops / (v.seconds / v.ops);
-  return [name, fmtOps(d), fmtMBs(d), fmtOps(v), fmtMBs(v), `${speedup.toFixed(1)}x`];
+/** ops/s of every round of one workload. */
+const rates = (kind: 'disk' | 'volume', name: string): number[] =>
+  runs[kind].map((r) => {
+    const m = r.get(name) as Measure;
+    return m.ops / m.seconds;
+  });
+const bytesPerOp = (name: string): number => {
+  const m = runs.volume[0]?.get(name) as Measure;
+  return m.bytes / m.ops;
+};
+const fmtOps = (rate: number): string => Math.round(rate).toLocaleString('en-US');
+const fmtMBs = (rate: number, name: string): string => ((rate * bytesPerOp(name)) / 1e6).toFixed(0);
+
+const header = [
+  'workload',
+  'disk ops/s',
+  'disk MB/s',
+  'volume ops/s',
+  'volume MB/s',
+  'volume ops/s min-max',
+  'speed-up',
+];
+const rows = [...(runs.volume[0]?.keys() ?? [])].map((name) => {
+  const d = median(rates('disk', name));
+  const volumeRates = rates('volume', name);
+  const v = median(volumeRates);
+  const range = `${fmtOps(Math.min(...volumeRates))}-${fmtOps(Math.max(...volumeRates))}`;
+  return [
+    name,
+    fmtOps(d),
+    fmtMBs(d, name),
+    fmtOps(v),
+    fmtMBs(v, name),
+    range,
+    `${(v / d).toFixed(1)}x`,
+  ];
 });
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
 const line = (cells: string[]): string =>
   cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
-console.log(`chunk stores on ${tmpdir()} (MB = 10^6 bytes)`);
+console.log(`chunk stores on ${tmpdir()}: medians of ${ROUNDS} rounds (MB = 10^6 bytes)`);
 console.log(line(header));
 console.log(line(header.map((_, i) => '-'.repeat(widths[i] ?? 0))));
 for (const r of rows) console.log(line(r));
-if (volume.extra) console.log(volume.extra);
+for (const extra of extras) if (extra) console.log(extra);

@@ -167,7 +167,7 @@ export class DataRank {
       host: this.options.host,
       usedBytes: this.store.usedBytes(),
       capacityBytes: Math.min(this.options.capacityBytes, this.fullAtBytes ?? Infinity),
-      chunkCount: this.store.list().length,
+      chunkCount: this.store.chunkCount(),
     };
   }
 

@@ -49,6 +49,8 @@ export interface ChunkStore {
   list(): StoredChunk[];
   /** Sum of sizeBytes over list(): the bytes of chunk data held (not counting file overhead). */
   usedBytes(): number;
+  /** How many chunks are held: list().length without building and sorting the list. */
+  chunkCount(): number;
 }
 
 /** Longest chunk id. With the 64-digit checksum, a disk store's file name stays far below 255. */
@@ -235,6 +237,10 @@ export class MemoryChunkStore implements ChunkStore {
 
   usedBytes(): number {
     return this.used;
+  }
+
+  chunkCount(): number {
+    return this.chunks.size;
   }
 
   /**

@@ -360,4 +360,8 @@ export class DiskChunkStore implements ChunkStore {
   usedBytes(): number {
     return this.used;
   }
+
+  chunkCount(): number {
+    return this.chunks.size;
+  }
 }

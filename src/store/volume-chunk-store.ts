@@ -936,6 +936,10 @@ export class VolumeChunkStore implements ChunkStore {
     return this.used;
   }
 
+  chunkCount(): number {
+    return this.chunks.size;
+  }
+
   // ---- beyond the interface -------------------------------------------------------------------
 
   stats(): VolumeChunkStoreStats {

@@ -143,6 +143,7 @@ function describeChunkStoreContract(kind: string, make: StoreFactory): void {
       expect((await store.get('empty')).byteLength).toBe(0);
       expect((await store.get('big')).equals(big)).toBe(true);
       expect(store.usedBytes()).toBe(1 << 20);
+      expect(store.chunkCount()).toBe(2);
     });
 
     it('accepts a plain Uint8Array as data', async () => {
@@ -160,6 +161,7 @@ function describeChunkStoreContract(kind: string, make: StoreFactory): void {
       expect(store.has('c')).toBe(false);
       expect(store.list()).toEqual([]);
       expect(store.usedBytes()).toBe(0);
+      expect(store.chunkCount()).toBe(0);
       await expectCode(store.put('c', bytes('x'), 'not a checksum'), 'STORE_CORRUPT');
     });
 

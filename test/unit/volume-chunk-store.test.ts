@@ -404,6 +404,19 @@ describe('VolumeChunkStore', () => {
     await expectContents(store, chunks);
   });
 
+  it('writes many large chunks at once, more than it lets wait for a sync, and keeps them all', async () => {
+    const dir = await freshDir();
+    const store = await openStore(dir);
+    const contents = Array.from({ length: 4 }, () => randomBytes(4 * 1024 * 1024));
+    const chunks = new Map<string, Buffer>();
+    for (let i = 0; i < 24; i++) chunks.set(`big${i}`, contents[i % 4]!);
+    // 96 MiB in flight: the writer runs ahead of the syncs only so far (48 MiB), then waits.
+    await Promise.all([...chunks].map(([id, d]) => store.put(id, d, chunkChecksum(d))));
+    expect(store.stats().syncs).toBeGreaterThan(2);
+    await store.close();
+    await expectContents(await openStore(dir), chunks);
+  });
+
   it('starts the next volume when a batch would take the current one past volumeBytes', async () => {
     const dir = await freshDir();
     const volumeBytes = 64 * 1024;
