@@ -18,7 +18,11 @@ const CHUNK_CHECKSUM_PATTERN = /^[0-9a-f]{64}$/;
 
 /** The checksum of one chunk: BLAKE3 (32-byte output) of `data` as 64 lower-case hex digits. */
 export function chunkChecksum(data: Uint8Array): string {
-  return blake3(data).toString('hex');
+  // A Buffer view of the same memory (no copy): the binding's types take Buffer or string.
+  const view = Buffer.isBuffer(data)
+    ? data
+    : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  return blake3(view).toString('hex');
 }
 
 /** Whether `value` has the form of a chunk checksum (64 lower-case hex digits). */
