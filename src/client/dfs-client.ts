@@ -612,7 +612,9 @@ export class DfsClient {
     if (entry === undefined) return;
     this.heard = true;
     if (message.ok === true) {
-      entry.resolve({ fields: message, data: frames[1] });
+      // The envelope (id, ok) is the protocol's, not the result's: callers see only the result.
+      const { id: _id, ok: _ok, ...fields } = message;
+      entry.resolve({ fields, data: frames[1] });
     } else {
       entry.reject(wireError(entry.op, message.error));
     }

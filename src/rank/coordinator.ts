@@ -730,6 +730,13 @@ export class Coordinator {
       await durable;
       const { replaced, removed } = this.index.apply(record);
       for (const old of [replaced, removed]) if (old) this.retire(old);
+      // A copy may have died while the upload was still open (its chunks were not in the index
+      // when the repair pass ran): a new version that lacks copies gets them now.
+      if (record.op === 'commit') {
+        const want = wantedCopies(record.file, this.cluster);
+        if (record.file.chunks.some((c) => liveHolders(c, this.cluster).length < want))
+          void this.repairer.schedule();
+      }
     });
     this.commitChain = applied.catch(() => undefined);
     return applied;

@@ -12,9 +12,10 @@
  * Method: a real store per test (memflow-run -n 4 on a temporary data dir and a free port), driven
  * with dfs-client as a user would; processes found and killed through /proc (helpers/
  * store-process.ts). "Mid-upload" is observed, not guessed: the test polls the data dirs until
- * the chunk file count grows past what the committed files hold, then kills. Leftovers are
- * counted exactly: after a restart the chunk files on disk must be the copies the committed files
- * list in their metadata, nothing more.
+ * bytes of the new upload (or two of its chunks, on the rank about to die) are on disk, then kills.
+ * Leftovers are counted exactly: after a restart the chunk copies on the data ranks' disks (read
+ * from their files, one per chunk or append-only volumes) and those the ranks report must be the
+ * copies the committed files list in their metadata, nothing more.
  */
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -89,10 +90,13 @@ async function expectNoLeftoverCopies(store: StoreProcess): Promise<void> {
     reported,
     `chunk copies the data ranks report (status: ${JSON.stringify((await store.status()).ranks)})`,
   ).toBe(needed);
-  if (store.usesChunkFiles()) {
-    expect(store.chunkFiles(), 'chunk files on disk').toHaveLength(needed);
-    expect(tempChunkFilesUnder(store.dataDir)).toEqual([]);
+  // And on disk, read from the data ranks' own files (one file per chunk, or volumes).
+  const onDisk = store.chunkCopyCount();
+  if (onDisk === undefined) {
+    throw new Error(`unknown on-disk layout under ${store.dataDir}: teach chunkCopiesOnDisk() it`);
   }
+  expect(onDisk, "chunk copies on the data ranks' disks").toBe(needed);
+  expect(tempChunkFilesUnder(store.dataDir)).toEqual([]);
 }
 
 interface Acknowledged {
@@ -192,8 +196,9 @@ describe('restart on the same data dir (64 KiB chunks)', () => {
 });
 
 /**
- * Two files acknowledged, then a 100 MiB upload during which data rank 2 is SIGKILLed (once the
- * upload's first bytes are on a data rank's disk); resolves when the upload has ended.
+ * Two files acknowledged, then a 200 MiB upload during which data rank 2 is SIGKILLed: once rank
+ * 2 holds at least two complete chunks of the upload (so the upload has copies on the rank that
+ * dies, and most of it is still to come); resolves when the upload has ended.
  */
 async function uploadWhileRankDies(): Promise<{
   store: StoreProcess;
@@ -218,16 +223,18 @@ async function uploadWhileRankDies(): Promise<{
     c.copies.some((copy) => copy.rank === 2),
   );
   expect(onRank2.length).toBeGreaterThan(0);
-  const committedBytes = store.dataRankBytes();
+  const rank2Copies = store.chunkCopyCount(2);
+  expect(rank2Copies, `a known on-disk layout under ${store.dataDir}`).toBeDefined();
 
   const newFile = path.join(work, 'during.src');
-  const newSha = await writePseudoRandomFile(newFile, 100 * MiB, 'during');
+  const newSha = await writePseudoRandomFile(newFile, 200 * MiB, 'during');
   const upload = startDfs([newFile, '-a', '--as', 'during.bin', '--server', store.server], {
     timeoutMs: 120_000,
   });
+  // Two complete chunks of the upload on rank 2's disk, read from its files.
   await waitUntil(
-    'chunks of the upload on disk',
-    () => store.dataRankBytes() > committedBytes,
+    'two chunks of the upload on rank 2',
+    () => (store.chunkCopyCount(2) ?? 0) >= rank2Copies! + 2,
     20_000,
     5,
   );
@@ -289,7 +296,7 @@ describe('interrupted uploads', () => {
   });
 
   it(
-    'SIGKILL of data rank 2 during a 100 MiB upload: the upload succeeds and reads back, or fails with one clear line; files acknowledged before read back whole',
+    'SIGKILL of data rank 2 during a 200 MiB upload (once it holds 2 of its chunks): the upload succeeds and reads back, or fails with one clear line; files acknowledged before read back whole',
     { timeout: 180_000 },
     async () => {
       const { store, work, before, result, newSha } = await uploadWhileRankDies();
@@ -320,7 +327,7 @@ describe('interrupted uploads', () => {
   );
 
   it(
-    'SIGKILL of data rank 2 during a 100 MiB upload: within 20 s every file, the one being uploaded included, is back to 2 live copies (list health "healthy")',
+    'SIGKILL of data rank 2 during a 200 MiB upload (once it holds 2 of its chunks): within 20 s every file, the one being uploaded included, is back to 2 live copies (list health "healthy")',
     { timeout: 180_000 },
     async () => {
       const { store, result } = await uploadWhileRankDies();

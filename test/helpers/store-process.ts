@@ -224,7 +224,33 @@ export class StoreProcess {
   static async start(options: StoreOptions = {}): Promise<StoreProcess> {
     requireBuild();
     const dataDir = makeTempDir('store');
-    return StoreProcess.launch(dataDir, await freePort(), options);
+    return StoreProcess.launchOnFreePort(dataDir, undefined, options);
+  }
+
+  /**
+   * Launches on `port` (or a free one); when the port was taken between the probe and rank 0's
+   * bind (another process's connection got it: ports from port 0 come from the ephemeral range),
+   * tries again on a fresh port, at most 3 times in all.
+   */
+  private static async launchOnFreePort(
+    dataDir: string,
+    port: number | undefined,
+    options: StoreOptions,
+  ): Promise<StoreProcess> {
+    for (let attempt = 1; ; attempt++) {
+      const tryPort = attempt === 1 && port !== undefined ? port : await freePort();
+      try {
+        return await StoreProcess.launch(dataDir, tryPort, options);
+      } catch (err) {
+        const taken = err instanceof Error && err.message.includes('Address already in use');
+        if (!taken || attempt >= 3) throw err;
+        const stale = [...stores].filter((s) => s.dataDir === dataDir && s.port === tryPort);
+        for (const s of stale) {
+          s.killAll();
+          await s.waitNoProcessLeft(10_000);
+        }
+      }
+    }
   }
 
   /**
@@ -234,7 +260,7 @@ export class StoreProcess {
    */
   static async startOn(dataDir: string, options: StoreOptions = {}): Promise<StoreProcess> {
     requireBuild();
-    return StoreProcess.launch(dataDir, await freePort(), options);
+    return StoreProcess.launchOnFreePort(dataDir, undefined, options);
   }
 
   private static async launch(
@@ -369,29 +395,53 @@ export class StoreProcess {
 
   /**
    * Starts the store again on the same data dir, port and options (after stop() or a crash:
-   * every process of this run must be gone). Resolves with the new run once it serves.
+   * every process of this run must be gone). Resolves with the new run once it serves. Should
+   * another process have taken the port meanwhile, the new run gets a fresh one: use its `server`.
    */
   async restart(): Promise<StoreProcess> {
     await this.waitNoProcessLeft(10_000);
-    return StoreProcess.launch(this.dataDir, this.port, this.options);
+    return StoreProcess.launchOnFreePort(this.dataDir, this.port, this.options);
   }
 
-  /** The chunk files (not temp files) under rank-N/chunks of every data rank. */
+  /** The chunk files (not temp files) under rank-N/chunks of every data rank (one-file-per-chunk layout). */
   chunkFiles(): string[] {
     return chunkFilesUnder(this.dataDir);
   }
 
   /**
    * Whether the data ranks keep one file per chunk (DiskChunkStore: rank-N/chunks/xx/ID.SUM), so
-   * chunkFiles() counts chunk copies. A layout of volume files holds many chunks per file.
+   * chunkFiles() counts chunk copies; volumes (VolumeChunkStore) hold many chunks per file.
    */
   usesChunkFiles(): boolean {
     return usesChunkFileLayout(this.dataDir);
   }
 
+  /**
+   * The chunk copies on the data ranks' disks, read from the files themselves (not from the
+   * store's word): rank -> chunk ids. Undefined when the on-disk layout is not one this helper
+   * knows (see chunkCopiesOnDisk).
+   */
+  chunkCopiesOnDisk(): Map<number, Set<string>> | undefined {
+    return chunkCopiesOnDisk(this.dataDir);
+  }
+
+  /** How many chunk copies are on disk (all data ranks, or only `rank`); undefined as above. */
+  chunkCopyCount(rank?: number): number | undefined {
+    const copies = this.chunkCopiesOnDisk();
+    if (copies === undefined) return undefined;
+    let n = 0;
+    for (const [r, ids] of copies) if (rank === undefined || r === rank) n += ids.size;
+    return n;
+  }
+
   /** Bytes of every file under the data ranks' folders (rank-1 and up): grows while chunks land. */
   dataRankBytes(): number {
     return dataRankBytesUnder(this.dataDir);
+  }
+
+  /** Bytes of every file under rank-`rank`'s folder. */
+  rankBytes(rank: number): number {
+    return dataRankBytesUnder(this.dataDir, rank);
   }
 
   /** The store's own status (the `status` request), through the client library. */
@@ -637,47 +687,85 @@ export async function sha256File(filePath: string): Promise<string> {
   return hash.digest('hex');
 }
 
-/** Chunk files (not temp files) under DIR/rank-N/chunks/xx/ of every data rank. */
+// ---- chunk copies on disk ---------------------------------------------------------------------
+
+const CHUNK_FILE = /^(.+)\.([0-9a-f]{64})$/;
+
+/**
+ * The chunk ids each data rank holds on disk, read from the files (not from the store's word) in
+ * either layout a data rank may use: one file per chunk (DiskChunkStore: rank-N/chunks/xx/
+ * ID.CHECKSUM, temp files start with '.'), or append-only volumes (VolumeChunkStore:
+ * rank-N/volumes/, read by liveVolumeChunksUnder below). Undefined when a data rank's folder
+ * holds neither (a layout this helper does not know).
+ */
+export function chunkCopiesOnDisk(dataDir: string): Map<number, Set<string>> | undefined {
+  const result = new Map<number, Set<string>>();
+  for (const dir of dataRankDirs(dataDir)) {
+    const rank = Number(path.basename(dir).slice('rank-'.length));
+    if (fs.existsSync(path.join(dir, 'volumes'))) {
+      result.set(rank, new Set(liveVolumeChunksUnder(dataDir, rank).keys()));
+    } else if (fs.existsSync(path.join(dir, 'chunks'))) {
+      result.set(rank, fileChunkIds(path.join(dir, 'chunks')));
+    } else if (fs.readdirSync(dir).length === 0) {
+      result.set(rank, new Set());
+    } else {
+      return undefined;
+    }
+  }
+  return result;
+}
+
+function fileChunkIds(chunksDir: string): Set<string> {
+  const ids = new Set<string>();
+  for (const sub of fs.readdirSync(chunksDir, { withFileTypes: true })) {
+    if (!sub.isDirectory()) continue;
+    for (const name of fs.readdirSync(path.join(chunksDir, sub.name))) {
+      const match = CHUNK_FILE.exec(name);
+      if (match !== null && !name.startsWith('.')) ids.add(match[1]!);
+    }
+  }
+  return ids;
+}
+
+/** Chunk files (not temp files) under DIR/rank-N/chunks/xx/ of every data rank (one-file-per-chunk layout). */
 export function chunkFilesUnder(dataDir: string): string[] {
   const files: string[] = [];
-  let ranks: string[];
-  try {
-    ranks = fs.readdirSync(dataDir).filter((d) => /^rank-\d+$/.test(d));
-  } catch {
-    return files;
-  }
-  for (const rank of ranks) {
-    const chunks = path.join(dataDir, rank, 'chunks');
-    let subdirs: string[];
-    try {
-      subdirs = fs.readdirSync(chunks);
-    } catch {
-      continue;
-    }
-    for (const sub of subdirs) {
-      let names: string[];
-      try {
-        names = fs.readdirSync(path.join(chunks, sub));
-      } catch {
-        continue;
+  for (const dir of dataRankDirs(dataDir)) {
+    const chunks = path.join(dir, 'chunks');
+    if (!fs.existsSync(chunks)) continue;
+    for (const sub of fs.readdirSync(chunks, { withFileTypes: true })) {
+      if (!sub.isDirectory()) continue;
+      for (const name of fs.readdirSync(path.join(chunks, sub.name))) {
+        if (!name.startsWith('.')) files.push(path.join(path.basename(dir), sub.name, name));
       }
-      for (const name of names) if (!name.startsWith('.')) files.push(path.join(rank, sub, name));
     }
   }
   return files;
 }
 
-/** Temp files (".tmp.*") of half-written chunks under every data rank. */
+/** True when some data rank has DiskChunkStore's two-hex-digit chunk subfolders. */
+export function usesChunkFileLayout(dataDir: string): boolean {
+  return dataRankDirs(dataDir).some((dir) => {
+    try {
+      return fs
+        .readdirSync(path.join(dir, 'chunks'), { withFileTypes: true })
+        .some((e) => e.isDirectory() && /^[0-9a-f]{2}$/.test(e.name));
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Temp files (".tmp.*") of half-written chunks in the one-file-per-chunk layout. */
 export function tempChunkFilesUnder(dataDir: string): string[] {
   const files: string[] = [];
-  for (const rank of fs.readdirSync(dataDir).filter((d) => /^rank-\d+$/.test(d))) {
-    const chunks = path.join(dataDir, rank, 'chunks');
+  for (const dir of dataRankDirs(dataDir)) {
+    const chunks = path.join(dir, 'chunks');
     if (!fs.existsSync(chunks)) continue;
-    for (const sub of fs.readdirSync(chunks)) {
-      const dir = path.join(chunks, sub);
-      if (!fs.statSync(dir).isDirectory()) continue;
-      for (const name of fs.readdirSync(dir)) {
-        if (name.startsWith('.')) files.push(path.join(rank, sub, name));
+    for (const sub of fs.readdirSync(chunks, { withFileTypes: true })) {
+      if (!sub.isDirectory()) continue;
+      for (const name of fs.readdirSync(path.join(chunks, sub.name))) {
+        if (name.startsWith('.')) files.push(path.join(dir, sub.name, name));
       }
     }
   }
@@ -696,21 +784,8 @@ function dataRankDirs(dataDir: string): string[] {
   }
 }
 
-/** True when some data rank has DiskChunkStore's two-hex-digit chunk subfolders. */
-export function usesChunkFileLayout(dataDir: string): boolean {
-  return dataRankDirs(dataDir).some((dir) => {
-    try {
-      return fs
-        .readdirSync(path.join(dir, 'chunks'), { withFileTypes: true })
-        .some((e) => e.isDirectory() && /^[0-9a-f]{2}$/.test(e.name));
-    } catch {
-      return false;
-    }
-  });
-}
-
-/** Total size of the files below the data ranks' folders, whatever their layout. */
-export function dataRankBytesUnder(dataDir: string): number {
+/** Total size of the files below the data ranks' folders (or only rank-`rank`'s), whatever their layout. */
+export function dataRankBytesUnder(dataDir: string, rank?: number): number {
   let total = 0;
   const walk = (dir: string): void => {
     let entries: fs.Dirent[];
@@ -731,6 +806,106 @@ export function dataRankBytesUnder(dataDir: string): number {
       }
     }
   };
-  dataRankDirs(dataDir).forEach(walk);
+  const dirs = dataRankDirs(dataDir).filter(
+    (dir) => rank === undefined || path.basename(dir) === `rank-${rank}`,
+  );
+  dirs.forEach(walk);
   return total;
+}
+
+// ---- volume files (VolumeChunkStore: rank-N/volumes/volume-NNNNNNNN.dat) -----------------------
+
+/** One record of a data rank's volume files, as read from disk by volumeRecordsUnder(). */
+export interface VolumeRecord {
+  /** Full path of the volume file. */
+  file: string;
+  /** Offset of the record header in the file. */
+  offset: number;
+  type: 'put' | 'delete';
+  id: string;
+  seq: bigint;
+  /** BLAKE3 of the data, as chunk checksums are written (64 hex digits). */
+  checksum: string;
+  /** Offset and length of the chunk bytes in the file (length 0 for a delete). */
+  dataOffset: number;
+  dataLength: number;
+}
+
+const VOLUME_HEADER_BYTES = 16;
+const VOLUME_RECORD_HEADER_BYTES = 56;
+const VOLUME_RECORD_MAGIC = 0x5243464d;
+
+/**
+ * Every record in rank-`rank`'s volume files under `dataDir`, volume by volume in file order,
+ * read header by header (the chunk bytes are skipped, not read). A volume's scan stops at the
+ * first header that is cut off or has no magic: the tail a rank is writing at this moment.
+ */
+export function volumeRecordsUnder(dataDir: string, rank: number): VolumeRecord[] {
+  const dir = path.join(dataDir, `rank-${rank}`, 'volumes');
+  let names: string[];
+  try {
+    names = fs
+      .readdirSync(dir)
+      .filter((n) => /^volume-\d+\.dat$/.test(n))
+      .sort();
+  } catch {
+    return [];
+  }
+  const records: VolumeRecord[] = [];
+  const head = Buffer.alloc(VOLUME_RECORD_HEADER_BYTES + 256);
+  for (const name of names) {
+    const file = path.join(dir, name);
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch {
+      continue; // removed by a compaction meanwhile
+    }
+    try {
+      const size = fs.fstatSync(fd).size;
+      let offset = VOLUME_HEADER_BYTES;
+      while (offset + VOLUME_RECORD_HEADER_BYTES <= size) {
+        const got = fs.readSync(fd, head, 0, head.length, offset);
+        if (got < VOLUME_RECORD_HEADER_BYTES || head.readUInt32LE(0) !== VOLUME_RECORD_MAGIC) break;
+        const type = head.readUInt8(4);
+        const idLength = head.readUInt8(5);
+        const dataLength = head.readUInt32LE(16);
+        const dataOffset = offset + VOLUME_RECORD_HEADER_BYTES + idLength;
+        if ((type !== 1 && type !== 2) || got < VOLUME_RECORD_HEADER_BYTES + idLength) break;
+        if (dataOffset + dataLength > size) break;
+        records.push({
+          file,
+          offset,
+          type: type === 1 ? 'put' : 'delete',
+          id: head.toString(
+            'ascii',
+            VOLUME_RECORD_HEADER_BYTES,
+            VOLUME_RECORD_HEADER_BYTES + idLength,
+          ),
+          seq: head.readBigUInt64LE(8),
+          checksum: head.toString('hex', 20, 52),
+          dataOffset,
+          dataLength,
+        });
+        offset = dataOffset + dataLength;
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return records;
+}
+
+/**
+ * The chunk copies rank-`rank` holds on disk: for every id, its newest record (highest seq) if
+ * that is a put. Keyed by chunk id.
+ */
+export function liveVolumeChunksUnder(dataDir: string, rank: number): Map<string, VolumeRecord> {
+  const newest = new Map<string, VolumeRecord>();
+  for (const r of volumeRecordsUnder(dataDir, rank)) {
+    const seen = newest.get(r.id);
+    if (seen === undefined || r.seq > seen.seq) newest.set(r.id, r);
+  }
+  for (const [id, r] of newest) if (r.type !== 'put') newest.delete(id);
+  return newest;
 }
