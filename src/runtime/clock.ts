@@ -19,18 +19,22 @@ export class SystemClock implements Clock {
   }
 
   setTimer(delayMs: number, fn: () => void): () => void {
-    // Node fires delays above 2^31-1 ms after 1 ms instead; long delays are re-armed in steps.
+    // Two things Node's timers do that a deadline must not: fire delays above 2^31-1 ms after
+    // 1 ms, and fire up to a millisecond early as performance.now() sees it (they count whole
+    // milliseconds of loop time). So the timer re-arms itself until the due time has really come.
     const dueMs = this.now() + Math.max(0, delayMs);
     let handle: NodeJS.Timeout;
     const arm = (): void => {
       const leftMs = dueMs - this.now();
-      handle = setTimeout(
-        leftMs > MAX_TIMER_MS ? arm : fn,
-        Math.min(Math.max(0, leftMs), MAX_TIMER_MS),
-      );
+      if (leftMs <= 0) {
+        fn();
+        return;
+      }
+      handle = setTimeout(arm, Math.min(Math.ceil(leftMs), MAX_TIMER_MS));
       handle.unref();
     };
-    arm();
+    handle = setTimeout(arm, Math.min(Math.ceil(Math.max(0, delayMs)), MAX_TIMER_MS));
+    handle.unref();
     return () => clearTimeout(handle);
   }
 }
