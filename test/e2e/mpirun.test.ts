@@ -44,17 +44,37 @@ async function freePort(): Promise<number> {
 
 const started: ChildProcess[] = [];
 const dirs: string[] = [];
-afterEach(() => {
+
+/** Resolves when `child` has exited, or after `ms`. */
+function exited(child: ChildProcess, ms: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+afterEach(async () => {
   for (const child of started.splice(0)) {
-    if (child.pid !== undefined && child.exitCode === null) {
+    // SIGTERM lets mpirun stop its ranks (a SIGKILLed mpirun leaves them running); then make sure.
+    child.kill('SIGTERM');
+    await exited(child, 10_000);
+    if (child.pid !== undefined) {
       try {
         process.kill(-child.pid, 'SIGKILL');
       } catch {
-        // already gone
+        // the group is gone
       }
     }
   }
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+  // Whatever still runs with this test's data dir on its command line is ours: no orphans.
+  for (const dir of dirs.splice(0)) {
+    spawnSync('pkill', ['-KILL', '-f', dir]);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 describe.skipIf(!hasMpirun)('ranks started by Open MPI', () => {
