@@ -20,7 +20,7 @@ import { hideBin } from 'yargs/helpers';
 import type { DfsClient } from '../client/dfs-client.js';
 import { DfsError, isDfsError } from '../client/errors.js';
 import { ProgressBar } from '../client/progress.js';
-import type { FileMetadata, ListEntry } from '../protocol/client-protocol.js';
+import type { FileMetadata, ListEntry, StatusResult } from '../protocol/client-protocol.js';
 import { formatSize } from '../store/sizes.js';
 import { EXIT, exitStatusOf } from './exit-codes.js';
 
@@ -32,7 +32,8 @@ type Action =
   | { kind: 'metadata'; name: string; json: boolean }
   | { kind: 'delete'; name: string }
   | { kind: 'list'; json: boolean }
-  | { kind: 'rebalance'; json: boolean };
+  | { kind: 'rebalance'; json: boolean }
+  | { kind: 'status'; json: boolean };
 
 interface Parsed {
   action: Action;
@@ -55,6 +56,7 @@ function parse(args: string[]): Parsed {
         '  $0 <name> -d                        delete a file',
         '  $0 list [--json]                    list the files in the store',
         "  $0 rebalance [--json]               move copies until the data ranks' fractions used are within 5 points",
+        '  $0 status [--json]                  the data ranks, their state and usage, and under-replicated chunks',
       ].join('\n'),
     )
     .option('a', { alias: 'upload', type: 'boolean', describe: 'upload <file>' })
@@ -118,6 +120,10 @@ function parse(args: string[]): Parsed {
   if (target === 'list' && chosen.length === 0) {
     refuseOptions('list', { as: asName, output, force });
     return { action: { kind: 'list', json }, ...common };
+  }
+  if (target === 'status' && chosen.length === 0) {
+    refuseOptions('status', { as: asName, output, force });
+    return { action: { kind: 'status', json }, ...common };
   }
   if (target === 'rebalance' && chosen.length === 0) {
     refuseOptions('rebalance', { as: asName, output, force });
@@ -255,6 +261,11 @@ async function perform(client: DfsClient, action: Action, signal: AbortSignal): 
       out(action.json ? JSON.stringify(files, null, 2) : formatList(files));
       return;
     }
+    case 'status': {
+      const status = await client.status();
+      out(action.json ? JSON.stringify(status, null, 2) : formatStatus(status));
+      return;
+    }
     case 'rebalance': {
       const result = await client.rebalance();
       const points = (f: number): string => `${(f * 100).toFixed(1)} points`;
@@ -269,6 +280,30 @@ async function perform(client: DfsClient, action: Action, signal: AbortSignal): 
 }
 
 // ---- human output -----------------------------------------------------------------------------
+
+/** One row per data rank, then the replication summary. */
+function formatStatus(status: StatusResult): string {
+  const head = ['RANK', 'HOST', 'STATE', 'USED', 'CAPACITY', '% USED', 'COPIES'];
+  const rows = status.ranks.map((r) => [
+    String(r.rank),
+    r.host,
+    r.state,
+    formatSize(r.usedBytes),
+    formatSize(r.capacityBytes),
+    r.capacityBytes > 0 ? `${((100 * r.usedBytes) / r.capacityBytes).toFixed(1)}%` : '-',
+    String(r.chunkCopies),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === 1 || i === 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join('  ');
+  const summary =
+    status.underReplicatedChunks === 0
+      ? `${plural(status.files, 'file')}; every chunk has its ${status.replicas} copies`
+      : `${plural(status.files, 'file')}; ${plural(status.underReplicatedChunks, 'chunk')} under-replicated (re-replication under way)`;
+  return [line(head), ...rows.map(line), summary].join('\n');
+}
 
 function out(text: string): void {
   process.stdout.write(`${text}\n`);
@@ -392,6 +427,8 @@ function attempted(action: Action): string {
       return 'cannot list the files';
     case 'rebalance':
       return 'cannot rebalance';
+    case 'status':
+      return 'cannot read the status';
   }
 }
 

@@ -1061,6 +1061,21 @@ describe('dfs-client CLI', () => {
     expect(existsSync(path.join(dir, 'elsewhere'))).toBe(false);
   });
 
+  it('status prints one row per data rank and the replication summary; --json gives the fields', async () => {
+    const f = await startFake();
+    const human = await cli(['status', '--server', f.server]);
+    expect(human.status).toBe(0);
+    expect(human.stdout).toMatch(
+      /^RANK +HOST +STATE +USED +CAPACITY +% USED +COPIES\n +1 +h1 +alive /,
+    );
+    expect(human.stdout).toContain('every chunk has its 2 copies');
+    const json = await cli(['status', '--json', '--server', f.server]);
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      underReplicatedChunks: 0,
+      ranks: [{ rank: 1, state: 'alive' }],
+    });
+  });
+
   it('exits 5 with the sizes when the store has no space', async () => {
     const f = await startFake({
       failWith: (msg) =>
