@@ -42,6 +42,7 @@ import {
   type StoredChunk,
 } from './chunk-store.js';
 import { StoreError } from './errors.js';
+import { fsyncDirectory } from './durable-fs.js';
 
 export interface DiskChunkStoreOptions {
   /** The most chunk bytes this store will hold; a put beyond it throws STORE_NO_SPACE. */
@@ -99,16 +100,6 @@ function ioError(
     { ...(id !== undefined ? { id } : {}), ...(code !== undefined ? { errno: code } : {}) },
     { cause: err },
   );
-}
-
-/** fsync of a directory, which makes the creation, rename or removal of its entries durable. */
-async function fsyncDirectory(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 /** Runs `fn` over `items` with at most `limit` calls in flight. */

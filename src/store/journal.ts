@@ -26,10 +26,10 @@
 import { Buffer } from 'node:buffer';
 import { mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as zlib from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { StoreError } from './errors.js';
 import { validateIndexRecord, type IndexRecord } from './file-index.js';
+import { fsyncDirectory, crc32 } from './durable-fs.js';
 
 /** Largest record payload (msgpack bytes). A commit needs ~150 B per chunk: ~100k chunks. */
 export const MAX_RECORD_BYTES = 16 * 1024 * 1024;
@@ -77,25 +77,6 @@ export interface JournalOpenResult {
 }
 
 // ---- CRC32 and framing ------------------------------------------------------------------------
-
-let crcTable: Uint32Array | undefined;
-/** Table-driven CRC32 (IEEE), for Node versions before zlib.crc32 (added in 20.15). */
-function crc32Js(data: Uint8Array, value = 0): number {
-  if (crcTable === undefined) {
-    crcTable = new Uint32Array(256);
-    for (let n = 0; n < 256; n++) {
-      let c = n;
-      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      crcTable[n] = c >>> 0;
-    }
-  }
-  let crc = ~value >>> 0;
-  for (const byte of data) crc = (crcTable[(crc ^ byte) & 0xff] ?? 0) ^ (crc >>> 8);
-  return ~crc >>> 0;
-}
-
-const crc32: (data: Uint8Array, value?: number) => number =
-  typeof zlib.crc32 === 'function' ? zlib.crc32 : crc32Js;
 
 function frameCrc(lengthBytes: Uint8Array, payload: Uint8Array): number {
   return crc32(payload, crc32(lengthBytes)) >>> 0;
@@ -226,15 +207,6 @@ function rejected(err: unknown): Promise<never> {
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
-
-async function fsyncDirectory(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
 // ---- the journal ------------------------------------------------------------------------------
 

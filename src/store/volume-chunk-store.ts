@@ -70,7 +70,6 @@
 import { Buffer } from 'node:buffer';
 import { mkdir, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as zlib from 'node:zlib';
 import { chunkChecksum } from './checksum.js';
 import {
   checkPutArguments,
@@ -85,6 +84,7 @@ import {
   type StoredChunk,
 } from './chunk-store.js';
 import { StoreError } from './errors.js';
+import { fsyncDirectory, crc32 } from './durable-fs.js';
 
 /** Default size at which a new volume is started. */
 export const DEFAULT_VOLUME_BYTES = 1024 * 1024 * 1024;
@@ -218,25 +218,6 @@ export interface ChunkLocation {
 
 // ---- CRC32 ------------------------------------------------------------------------------------
 
-let crcTable: Uint32Array | undefined;
-/** Table-driven CRC32 (IEEE), for Node versions before zlib.crc32 (added in 20.15). */
-function crc32Js(data: Uint8Array, value = 0): number {
-  if (crcTable === undefined) {
-    crcTable = new Uint32Array(256);
-    for (let n = 0; n < 256; n++) {
-      let c = n;
-      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      crcTable[n] = c >>> 0;
-    }
-  }
-  let crc = ~value >>> 0;
-  for (const byte of data) crc = (crcTable[(crc ^ byte) & 0xff] ?? 0) ^ (crc >>> 8);
-  return ~crc >>> 0;
-}
-
-const crc32: (data: Uint8Array, value?: number) => number =
-  typeof zlib.crc32 === 'function' ? zlib.crc32 : crc32Js;
-
 /** CRC of a record header (bytes 0..51) and the id that follows it. */
 function headerCrc(record: Buffer, idLength: number): number {
   const head = crc32(record.subarray(0, 52));
@@ -311,15 +292,6 @@ function ioError(err: unknown, what: string, id?: string, neededBytes?: number):
     );
   }
   return new StoreError('STORE_INTERNAL', `${what}: ${message}`, detail, { cause: err });
-}
-
-async function fsyncDirectory(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 /** pwritev of all of `buffers` at `position`, continuing after short writes. */
