@@ -101,6 +101,9 @@ interface Read {
   lastActiveMs: number;
 }
 
+/** put-whole/get-whole requests one client may have outstanding (each carries at most a chunk). */
+const MAX_WHOLE_IN_FLIGHT = 256;
+
 const versionKey = (f: FileVersion): string => `${f.name}\u0000${f.version}`;
 
 export class Coordinator {
@@ -382,13 +385,21 @@ export class Coordinator {
     if (!request) {
       reply = { id, ok: false, error: toWireError(error) };
     } else {
-      const counted =
-        request.op === 'put-chunk' ||
-        request.op === 'get-chunk' ||
-        request.op === 'put-whole' ||
-        request.op === 'get-whole';
+      // Requests that carry chunk bytes are bounded per client, so one client cannot make rank 0
+      // hold unbounded data: chunk requests by the window, whole-file requests (small files,
+      // which clients send many at once) by a larger budget of their own.
+      const budget =
+        request.op === 'put-chunk' || request.op === 'get-chunk'
+          ? 'chunk'
+          : request.op === 'put-whole' || request.op === 'get-whole'
+            ? 'whole'
+            : undefined;
+      let entered = false;
       try {
-        if (counted) this.enter(client);
+        if (budget) {
+          this.enter(client, budget);
+          entered = true;
+        }
         const result = await this.dispatch(client, request, frames[1]);
         reply = { id, ok: true, ...result.fields };
         payload = result.payload ?? [];
@@ -398,7 +409,7 @@ export class Coordinator {
           this.opts.log(`internal error on ${request.op}: ${String(err)}`);
         reply = { id, ok: false, error: wire };
       } finally {
-        if (counted) this.leave(client);
+        if (entered && budget) this.leave(client, budget);
       }
     }
     await channel.send(clientId, [pack(reply), ...payload]).catch(() => {
@@ -406,21 +417,25 @@ export class Coordinator {
     });
   }
 
-  private enter(client: string): void {
-    const n = this.inFlight.get(client) ?? 0;
-    if (n >= this.opts.maxChunksInFlight * 2) {
+  private enter(client: string, budget: 'chunk' | 'whole'): void {
+    const key = `${budget}:${client}`;
+    const n = this.inFlight.get(key) ?? 0;
+    const limit = budget === 'chunk' ? this.opts.maxChunksInFlight * 2 : MAX_WHOLE_IN_FLIGHT;
+    if (n >= limit) {
       throw new StoreError(
         'STORE_BUSY',
-        `too many chunk requests in flight (limit ${this.opts.maxChunksInFlight})`,
+        `too many ${budget === 'chunk' ? 'chunk' : 'small-file'} requests in flight from this client (limit ${limit})`,
+        { limit },
       );
     }
-    this.inFlight.set(client, n + 1);
+    this.inFlight.set(key, n + 1);
   }
 
-  private leave(client: string): void {
-    const n = (this.inFlight.get(client) ?? 1) - 1;
-    if (n <= 0) this.inFlight.delete(client);
-    else this.inFlight.set(client, n);
+  private leave(client: string, budget: 'chunk' | 'whole'): void {
+    const key = `${budget}:${client}`;
+    const n = (this.inFlight.get(key) ?? 1) - 1;
+    if (n <= 0) this.inFlight.delete(key);
+    else this.inFlight.set(key, n);
   }
 
   private async dispatch(
