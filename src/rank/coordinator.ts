@@ -258,7 +258,7 @@ export class Coordinator {
     } else if (t.to === 'alive' && (t.from === 'dead' || t.restarted)) {
       this.comm.markAlive(t.rank);
       void this.commands.reconfigure(this.liveDataRanks()).catch(() => undefined);
-      void this.reconcile(t.rank);
+      void this.rejoin(t.rank);
     }
   }
 
@@ -317,7 +317,17 @@ export class Coordinator {
       );
     }
     this.deleteCopies(surplus);
-    void this.repairer.schedule();
+  }
+
+  /**
+   * Takes a returning rank back: reconcile what it holds, let re-replication finish, then
+   * reconcile again — a repair pass that was copying its chunks elsewhere when it came back drops
+   * it from those chunks only when the pass ends, which turns its copies into surplus then.
+   */
+  private async rejoin(rank: number): Promise<void> {
+    await this.reconcile(rank);
+    await this.repairer.schedule();
+    await this.reconcile(rank);
   }
 
   /** A copy failed its checksum or vanished: drop it from the index, delete it, make a new one. */
