@@ -934,11 +934,7 @@ export class Coordinator {
         host: this.cluster.hostOf(rank),
         state: this.cluster.stateOf(rank),
       }));
-      if (
-        copies.filter((x) => x.state === 'alive').length <
-        Math.min(file.replicas, this.dataRankCount())
-      )
-        under++;
+      if (this.lacksCopies(file, c)) under++;
       return { index: c.index, sizeBytes: c.sizeBytes, checksum: c.checksum, copies };
     });
     return {
@@ -958,14 +954,12 @@ export class Coordinator {
   private list(): ListEntry[] {
     return this.index.list().map((f) => {
       let health: ListEntry['health'] = 'healthy';
-      const want = wantedCopies(f, this.cluster);
       for (const c of f.chunks) {
-        const live = liveHolders(c, this.cluster).length;
-        if (live === 0) {
+        if (liveHolders(c, this.cluster).length === 0) {
           health = 'unavailable';
           break;
         }
-        if (live < want) health = 'under-replicated';
+        if (this.lacksCopies(f, c)) health = 'under-replicated';
       }
       return {
         name: f.name,
@@ -977,15 +971,20 @@ export class Coordinator {
     });
   }
 
+  /**
+   * What users are shown: a chunk lacks copies while fewer ranks than it should have hold one
+   * (a dead rank's copy does not count). "Should" is the file's replicas, or the number of data
+   * ranks there are if fewer — counting dead ones, since a copy that cannot be remade for want
+   * of ranks is still missing. (Re-replication aims only at what the live ranks can take.)
+   */
+  private lacksCopies(file: FileVersion, chunk: ChunkRecord): boolean {
+    return liveHolders(chunk, this.cluster).length < Math.min(file.replicas, this.dataRankCount());
+  }
+
   private status(): StatusResult {
     let under = 0;
-    for (const { file, chunk } of this.index.allChunks()) {
-      if (
-        chunk.ranks.filter((r) => this.cluster.isAlive(r)).length <
-        Math.min(file.replicas, this.dataRankCount())
-      )
-        under++;
-    }
+    for (const { file, chunk } of this.index.allChunks())
+      if (this.lacksCopies(file, chunk)) under++;
     return {
       ranks: this.cluster.all().map((r) => ({
         rank: r.rank,
