@@ -16,17 +16,10 @@
  * every store process, and removes the temp dirs, also when a test fails.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DfsClient } from '../../src/client/dfs-client.js';
-import type {
-  RankState,
-  RebalanceResult,
-  StatusResult,
-} from '../../src/protocol/client-protocol.js';
+import type { RebalanceResult } from '../../src/protocol/client-protocol.js';
 import { REBALANCE_BAND } from '../../src/rank/rebalance.js';
 import {
   MEMFLOW_RUN,
@@ -37,11 +30,20 @@ import {
   cleanupStores,
   describeRun,
   dfs,
-  liveVolumeChunksUnder,
   makeTempDir,
   waitUntil,
-  writePseudoRandomFile,
 } from '../helpers/store-process.js';
+import {
+  copiesOnDisk,
+  expectAllReadBack,
+  expectDiskMatchesIndex,
+  putFiles,
+  rank0Lines,
+  waitLine,
+  waitReplicated,
+  withClient,
+  type Files,
+} from '../helpers/store-checks.js';
 
 const FAST = ['--heartbeat-ms', '200', '--dead-after-ms', '1500'];
 
@@ -60,161 +62,6 @@ async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
   const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
   await exited;
   clearTimeout(timer);
-}
-
-// ---- logs ------------------------------------------------------------------------------------
-
-const RANK0 = '[0] memflow-rank 0: ';
-
-function rank0Lines(store: StoreProcess, from = 0): string[] {
-  return store.stderr
-    .slice(from)
-    .filter((l) => l.startsWith(RANK0))
-    .map((l) => l.slice(RANK0.length));
-}
-
-/** Waits for a stderr line matching `re` (rank 0's without its tag, or any other line). */
-async function waitLine(
-  store: StoreProcess,
-  re: RegExp,
-  from = 0,
-  timeoutMs = 20_000,
-): Promise<RegExpExecArray> {
-  let match: RegExpExecArray | null = null;
-  const lines = (): string[] =>
-    store.stderr.slice(from).map((l) => (l.startsWith(RANK0) ? l.slice(RANK0.length) : l));
-  await store.waitFor(
-    `a line matching ${String(re)}`,
-    () => lines().some((l) => (match = re.exec(l)) !== null),
-    timeoutMs,
-  );
-  return match!;
-}
-
-// ---- files and replication ---------------------------------------------------------------------
-
-type Files = Map<string, string>;
-
-async function withClient<T>(store: StoreProcess, fn: (c: DfsClient) => Promise<T>): Promise<T> {
-  const client = new DfsClient({ server: store.server, timeoutMs: 30_000 });
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
-
-async function putFiles(
-  store: StoreProcess,
-  work: string,
-  specs: Array<[name: string, sizeBytes: number]>,
-  files: Files,
-): Promise<void> {
-  await withClient(store, async (client) => {
-    for (const [name, size] of specs) {
-      const local = path.join(work, `${name}.src`);
-      const sha = await writePseudoRandomFile(local, size, name);
-      const meta = await client.upload(local, { name });
-      expect(meta.sha256, `sha256 the store acknowledged for ${name}`).toBe(sha);
-      files.set(name, sha);
-      fs.rmSync(local);
-    }
-  });
-}
-
-class HashSink extends Writable {
-  private readonly hash = createHash('sha256');
-  override _write(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
-    this.hash.update(chunk);
-    done();
-  }
-  digest(): string {
-    return this.hash.digest('hex');
-  }
-}
-
-async function expectAllReadBack(store: StoreProcess, files: Files): Promise<void> {
-  await withClient(store, async (client) => {
-    const listed = (await client.list()).map((f) => f.name).sort();
-    expect(listed).toEqual([...files.keys()].sort());
-    for (const [name, sha] of files) {
-      const sink = new HashSink();
-      await client.download(name, sink);
-      expect(sink.digest(), `content of ${name}`).toBe(sha);
-    }
-  });
-}
-
-/** Polls until status and every file's metadata show full replication and the given states. */
-async function waitReplicated(
-  store: StoreProcess,
-  files: Files,
-  states: Record<number, RankState>,
-  timeoutMs = 30_000,
-): Promise<StatusResult> {
-  let problems: string[] = [];
-  let status: StatusResult | undefined;
-  const check = async (): Promise<boolean> =>
-    withClient(store, async (client) => {
-      status = await client.status();
-      problems = [];
-      if (status.underReplicatedChunks !== 0)
-        problems.push(`status: ${status.underReplicatedChunks} under-replicated chunks`);
-      for (const [rank, state] of Object.entries(states)) {
-        const seen = status.ranks.find((r) => r.rank === Number(rank))?.state;
-        if (seen !== state) problems.push(`rank ${rank} is ${seen}, expected ${state}`);
-      }
-      for (const name of files.keys()) {
-        for (const chunk of (await client.stat(name)).chunks) {
-          const live = chunk.copies.filter((c) => c.state === 'alive').map((c) => c.rank);
-          if (chunk.copies.length !== 2 || live.length !== 2 || new Set(live).size !== 2)
-            problems.push(`${name} chunk ${chunk.index}: copies ${JSON.stringify(chunk.copies)}`);
-        }
-      }
-      return problems.length === 0;
-    });
-  try {
-    await waitUntil('full replication', check, timeoutMs, 100);
-  } catch {
-    throw new Error(
-      `not fully replicated within ${timeoutMs} ms:\n${problems.slice(0, 20).join('\n')}\n` +
-        `status: ${JSON.stringify(status)}\n${store.transcript()}`,
-    );
-  }
-  return status!;
-}
-
-/** The chunk checksums data rank `rank` holds in its volume files, sorted. */
-function copiesOnDisk(store: StoreProcess, rank: number): string[] {
-  return [...liveVolumeChunksUnder(store.dataDir, rank).values()].map((r) => r.checksum).sort();
-}
-
-/**
- * No surplus and nothing missing: every data rank's volume files hold exactly the copies the
- * index lists on it (polled: deletes are asynchronous).
- */
-async function expectDiskMatchesIndex(store: StoreProcess, files: Files): Promise<void> {
-  const expected = await withClient(store, async (client) => {
-    const byRank = new Map<number, string[]>();
-    for (const r of (await client.status()).ranks) byRank.set(r.rank, []);
-    for (const name of files.keys())
-      for (const chunk of (await client.stat(name)).chunks)
-        for (const copy of chunk.copies) byRank.get(copy.rank)?.push(chunk.checksum);
-    for (const list of byRank.values()) list.sort();
-    return byRank;
-  });
-  const actual = (): Map<number, string[]> =>
-    new Map([...expected.keys()].map((rank) => [rank, copiesOnDisk(store, rank)]));
-  await waitUntil(
-    'the copies on disk to match the index',
-    () => JSON.stringify([...actual()]) === JSON.stringify([...expected]),
-    10_000,
-    100,
-  ).catch(() => undefined);
-  const count = (m: Map<number, string[]>): Record<number, number> =>
-    Object.fromEntries([...m].map(([rank, list]) => [rank, list.length]));
-  expect(count(actual()), 'copies on disk per rank').toEqual(count(expected));
-  expect(actual(), 'checksums on disk per rank').toEqual(expected);
 }
 
 // ---- the tests -------------------------------------------------------------------------------

@@ -22,14 +22,10 @@
  * also when a test fails.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DfsClient } from '../../src/client/dfs-client.js';
-import type { RankState, StatusResult } from '../../src/protocol/client-protocol.js';
 import {
   KiB,
   MiB,
@@ -47,6 +43,18 @@ import {
   type StoreOptions,
   type VolumeRecord,
 } from '../helpers/store-process.js';
+import {
+  allAlive,
+  copiesOnDisk,
+  expectAllReadBack,
+  expectDiskMatchesIndex,
+  putFiles,
+  rank0Lines,
+  waitLine,
+  waitReplicated,
+  withClient,
+  type Files,
+} from '../helpers/store-checks.js';
 
 /** Fast failure detection: suspect after 600 ms of silence, dead after 1.5 s. */
 const FAST = ['--heartbeat-ms', '200', '--dead-after-ms', '1500'];
@@ -87,197 +95,6 @@ async function startStore(options: StoreOptions, dataDir?: string): Promise<Stor
       : await StoreProcess.startOn(dataDir, options);
   started.push(store);
   return store;
-}
-
-// ---- rank 0's log --------------------------------------------------------------------------
-
-const RANK0 = '[0] memflow-rank 0: ';
-
-/** Rank 0's log lines (without the tag) from stderr line `from` on. */
-function rank0Lines(store: StoreProcess, from = 0): string[] {
-  return store.stderr
-    .slice(from)
-    .filter((l) => l.startsWith(RANK0))
-    .map((l) => l.slice(RANK0.length));
-}
-
-/** Waits for a line of rank 0 matching `re` at stderr line `from` or later; returns the match. */
-async function waitLog(
-  store: StoreProcess,
-  re: RegExp,
-  from: number,
-  timeoutMs = 20_000,
-): Promise<RegExpExecArray> {
-  let match: RegExpExecArray | null = null;
-  await store.waitFor(
-    `a line of rank 0 matching ${String(re)}`,
-    () => rank0Lines(store, from).some((l) => (match = re.exec(l)) !== null),
-    timeoutMs,
-  );
-  return match!;
-}
-
-// ---- files ---------------------------------------------------------------------------------
-
-/** sha256 of every acknowledged file, by name. */
-type Files = Map<string, string>;
-
-async function withClient<T>(store: StoreProcess, fn: (c: DfsClient) => Promise<T>): Promise<T> {
-  const client = new DfsClient({ server: store.server, timeoutMs: 30_000 });
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
-
-/** Uploads pseudo-random files of the given sizes through the library; records what was acked. */
-async function putFiles(
-  store: StoreProcess,
-  work: string,
-  specs: Array<[name: string, sizeBytes: number]>,
-  files: Files = new Map(),
-): Promise<Files> {
-  await withClient(store, async (client) => {
-    for (const [name, size] of specs) {
-      const local = path.join(work, `${name}.src`);
-      const sha = await writePseudoRandomFile(local, size, name);
-      const meta = await client.upload(local, { name });
-      expect(meta.sha256, `sha256 the store acknowledged for ${name}`).toBe(sha);
-      files.set(name, sha);
-      fs.rmSync(local);
-    }
-  });
-  return files;
-}
-
-class HashSink extends Writable {
-  private readonly hash = createHash('sha256');
-  override _write(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
-    this.hash.update(chunk);
-    done();
-  }
-  digest(): string {
-    return this.hash.digest('hex');
-  }
-}
-
-/**
- * Every acknowledged file is listed and reads back with its sha256 (but those in `checked`, read
- * back already by the test itself).
- */
-async function expectAllReadBack(
-  store: StoreProcess,
-  files: Files,
-  checked: string[] = [],
-): Promise<void> {
-  await withClient(store, async (client) => {
-    const listed = (await client.list()).map((f) => f.name).sort();
-    expect(listed).toEqual([...files.keys()].sort());
-    for (const [name, sha] of files) {
-      if (checked.includes(name)) continue;
-      const sink = new HashSink();
-      await client.download(name, sink);
-      expect(sink.digest(), `content of ${name}`).toBe(sha);
-    }
-  });
-}
-
-/**
- * What still keeps the store from "fully replicated": status underReplicatedChunks > 0, a chunk
- * of a file without exactly 2 copies on distinct live ranks, a rank state other than expected.
- */
-async function replicationProblems(
-  store: StoreProcess,
-  files: Files,
-  states: Record<number, RankState>,
-): Promise<{ problems: string[]; status: StatusResult }> {
-  return withClient(store, async (client) => {
-    const status = await client.status();
-    const problems: string[] = [];
-    if (status.underReplicatedChunks !== 0)
-      problems.push(`status: ${status.underReplicatedChunks} under-replicated chunks`);
-    for (const [rank, state] of Object.entries(states)) {
-      const seen = status.ranks.find((r) => r.rank === Number(rank))?.state;
-      if (seen !== state) problems.push(`rank ${rank} is ${seen}, expected ${state}`);
-    }
-    for (const name of files.keys()) {
-      const meta = await client.stat(name);
-      if (meta.underReplicatedChunks !== 0)
-        problems.push(`${name}: ${meta.underReplicatedChunks} under-replicated chunks`);
-      for (const chunk of meta.chunks) {
-        const live = chunk.copies.filter((c) => c.state === 'alive').map((c) => c.rank);
-        if (chunk.copies.length !== 2 || live.length !== 2 || new Set(live).size !== 2)
-          problems.push(`${name} chunk ${chunk.index}: copies ${JSON.stringify(chunk.copies)}`);
-      }
-    }
-    return { problems, status };
-  });
-}
-
-/** Polls until replicationProblems() is empty; fails listing them at the deadline. */
-async function waitReplicated(
-  store: StoreProcess,
-  files: Files,
-  states: Record<number, RankState>,
-  timeoutMs = 30_000,
-): Promise<StatusResult> {
-  let last: { problems: string[]; status: StatusResult } | undefined;
-  try {
-    await waitUntil(
-      'full replication',
-      async () => (last = await replicationProblems(store, files, states)).problems.length === 0,
-      timeoutMs,
-      100,
-    );
-  } catch {
-    throw new Error(
-      `not fully replicated within ${timeoutMs} ms:\n${last?.problems.slice(0, 20).join('\n')}\n` +
-        `status: ${JSON.stringify(last?.status)}\n${store.transcript()}`,
-    );
-  }
-  return last!.status;
-}
-
-const allAlive = (ranks = [1, 2, 3]): Record<number, RankState> =>
-  Object.fromEntries(ranks.map((r) => [r, 'alive']));
-
-/** The chunk checksums each data rank should hold by the index (every file's copies), sorted. */
-async function copiesByRank(store: StoreProcess, files: Files): Promise<Map<number, string[]>> {
-  return withClient(store, async (client) => {
-    const byRank = new Map<number, string[]>();
-    for (const r of (await client.status()).ranks) byRank.set(r.rank, []);
-    for (const name of files.keys())
-      for (const chunk of (await client.stat(name)).chunks)
-        for (const copy of chunk.copies) byRank.get(copy.rank)?.push(chunk.checksum);
-    for (const list of byRank.values()) list.sort();
-    return byRank;
-  });
-}
-
-/** The chunk checksums data rank `rank` holds in its volume files, sorted. */
-function copiesOnDisk(store: StoreProcess, rank: number): string[] {
-  return [...liveVolumeChunksUnder(store.dataDir, rank).values()].map((r) => r.checksum).sort();
-}
-
-/**
- * No surplus and nothing missing: every data rank's volume files hold exactly the copies the
- * index lists on it (polled: deletes are asynchronous).
- */
-async function expectDiskMatchesIndex(store: StoreProcess, files: Files): Promise<void> {
-  const expected = await copiesByRank(store, files);
-  const actual = (): Map<number, string[]> =>
-    new Map([...expected.keys()].map((rank) => [rank, copiesOnDisk(store, rank)]));
-  await waitUntil(
-    'the copies on disk to match the index',
-    () => JSON.stringify([...actual()]) === JSON.stringify([...expected]),
-    10_000,
-    100,
-  ).catch(() => undefined);
-  const count = (m: Map<number, string[]>): Record<number, number> =>
-    Object.fromEntries([...m].map(([rank, list]) => [rank, list.length]));
-  expect(count(actual()), 'copies on disk per rank').toEqual(count(expected));
-  expect(actual(), 'checksums on disk per rank').toEqual(expected);
 }
 
 /** A dfs-client run that failed the way the README promises: one line on stderr, no stack. */
@@ -384,11 +201,11 @@ describe('a data rank killed (kill -9)', () => {
     const mark = store.stderr.length;
     const killedAt = performance.now();
     store.killRank(2);
-    const dead = await waitLog(store, /^rank 2 is dead \((.+)\)$/, mark);
+    const dead = await waitLine(store, /^rank 2 is dead \((.+)\)$/, mark);
     // A killed process drops its connections: death needs no silence of --dead-after-ms.
     expect(dead[1]).toMatch(/^connection down for \d+ ms$/);
-    await waitLog(store, /^re-replicating \d+ chunks$/, mark);
-    await waitLog(store, /^replication restored: every chunk has its copies$/, mark);
+    await waitLine(store, /^re-replicating \d+ chunks$/, mark);
+    await waitLine(store, /^replication restored: every chunk has its copies$/, mark);
     await waitReplicated(store, files, { 1: 'alive', 2: 'dead', 3: 'alive' });
     const recoveredMs = performance.now() - killedAt;
     expect(store.exited, 'store mode keeps the job alive when a data rank dies').toBe(false);
@@ -426,7 +243,7 @@ describe('a data rank killed (kill -9)', () => {
       expectClearFailure(args, result);
       console.log(`upload during kill -9: failed clearly: ${result.stderr.trim()}`);
     }
-    await waitLog(store, /^rank 2 is dead \(/, mark);
+    await waitLine(store, /^rank 2 is dead \(/, mark);
     // Listed files are exactly the acknowledged ones: a failed upload left no partial version.
     await expectAllReadBack(store, files);
     await waitReplicated(store, files, { 1: 'alive', 2: 'dead', 3: 'alive' });
@@ -465,7 +282,7 @@ describe('a data rank killed (kill -9)', () => {
     expect(second.code, describeRun(['big.bin', '-r', '-o', '-'], second)).toBe(0);
     expect(sha256Of(second.stdout), 'the second retrieve').toBe(files.get('big.bin'));
 
-    await waitLog(store, /^rank 2 is dead \(/, mark);
+    await waitLine(store, /^rank 2 is dead \(/, mark);
     await expectAllReadBack(store, files, ['big.bin']);
     await waitReplicated(store, files, { 1: 'alive', 2: 'dead', 3: 'alive' });
   }, 120_000);
@@ -488,10 +305,10 @@ describe('a data rank stopped (SIGSTOP)', () => {
     const pid = store.rankPid(2);
     stoppedPids.add(pid);
     signal(pid, 'SIGSTOP');
-    await waitLog(store, /^rank 2 is suspect \(missed \d+ heartbeats\)$/, mark);
-    const dead = await waitLog(store, /^rank 2 is dead \(silent for (\d+) ms\)$/, mark);
+    await waitLine(store, /^rank 2 is suspect \(missed \d+ heartbeats\)$/, mark);
+    const dead = await waitLine(store, /^rank 2 is dead \(silent for (\d+) ms\)$/, mark);
     expect(Number(dead[1]), 'silence before rank 2 was declared dead').toBeGreaterThanOrEqual(1500);
-    await waitLog(store, /^re-replicating \d+ chunks$/, mark);
+    await waitLine(store, /^re-replicating \d+ chunks$/, mark);
     await waitReplicated(store, files, { 1: 'alive', 2: 'dead', 3: 'alive' });
 
     // Rank 2 is stopped: what its volumes hold now is what it will come back with.
@@ -499,8 +316,8 @@ describe('a data rank stopped (SIGSTOP)', () => {
     const resumed = store.stderr.length;
     signal(pid, 'SIGCONT');
     stoppedPids.delete(pid);
-    await waitLog(store, /^rank 2 is alive \(rejoined\)$/, resumed);
-    const rejoin = await waitLog(
+    await waitLine(store, /^rank 2 is alive \(rejoined\)$/, resumed);
+    const rejoin = await waitLine(
       store,
       /^rank 2 rejoined: (\d+) copies taken back, (\d+) surplus or stale copies trimmed$/,
       resumed,
@@ -534,12 +351,12 @@ describe('a data rank stopped (SIGSTOP)', () => {
     stoppedPids.add(pid);
     const stoppedAt = performance.now();
     signal(pid, 'SIGSTOP');
-    await waitLog(store, /^rank 2 is suspect \(missed \d+ heartbeats\)$/, mark);
+    await waitLine(store, /^rank 2 is suspect \(missed \d+ heartbeats\)$/, mark);
     signal(pid, 'SIGCONT');
     const stoppedMs = performance.now() - stoppedAt;
     stoppedPids.delete(pid);
     expect(stoppedMs, 'the stop lasted less than --dead-after-ms').toBeLessThan(3000);
-    await waitLog(store, /^rank 2 is alive \(heard from again\)$/, mark);
+    await waitLine(store, /^rank 2 is alive \(heard from again\)$/, mark);
     await waitReplicated(store, files, allAlive());
 
     const lines = rank0Lines(store, mark);
@@ -580,14 +397,14 @@ describe("a corrupt chunk copy (one byte of its bytes flipped in the data rank's
           files.get('victim.bin'),
         );
       }
-      await waitLog(
+      await waitLine(
         store,
         new RegExp(
           `^copy of chunk 0 of "victim\\.bin" on rank ${rank} is bad \\(.+\\); replacing it$`,
         ),
         mark,
       );
-      await waitLog(store, /^replication restored: every chunk has its copies$/, mark);
+      await waitLine(store, /^replication restored: every chunk has its copies$/, mark);
       await waitReplicated(store, files, allAlive());
       // The flipped record is superseded: by a delete (the copy is gone from rank R) or by a
       // newer put of the same chunk with the good bytes (the new copy landed on rank R again).

@@ -1,0 +1,221 @@
+/**
+ * What the store's real-process fault and elasticity tests check, shared: rank 0's log lines, the
+ * acknowledged files (uploaded, read back by sha256), full replication as status and every file's
+ * metadata show it, and the chunk copies on the data ranks' disks against the index. Every wait
+ * polls a condition with a deadline and fails with what was still wrong.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { expect } from 'vitest';
+import { DfsClient } from '../../src/client/dfs-client.js';
+import type { RankState, StatusResult } from '../../src/protocol/client-protocol.js';
+import {
+  liveVolumeChunksUnder,
+  waitUntil,
+  writePseudoRandomFile,
+  type StoreProcess,
+} from './store-process.js';
+
+// ---- rank 0's log --------------------------------------------------------------------------
+
+const RANK0 = '[0] memflow-rank 0: ';
+
+/** Rank 0's log lines (without the tag) from stderr line `from` on. */
+export function rank0Lines(store: StoreProcess, from = 0): string[] {
+  return store.stderr
+    .slice(from)
+    .filter((l) => l.startsWith(RANK0))
+    .map((l) => l.slice(RANK0.length));
+}
+
+/**
+ * Waits for a stderr line matching `re` at line `from` or later — rank 0's lines without their
+ * tag, any other line (the launcher's) as it is — and returns the match.
+ */
+export async function waitLine(
+  store: StoreProcess,
+  re: RegExp,
+  from = 0,
+  timeoutMs = 20_000,
+): Promise<RegExpExecArray> {
+  let match: RegExpExecArray | null = null;
+  const lines = (): string[] =>
+    store.stderr.slice(from).map((l) => (l.startsWith(RANK0) ? l.slice(RANK0.length) : l));
+  await store.waitFor(
+    `a line matching ${String(re)}`,
+    () => lines().some((l) => (match = re.exec(l)) !== null),
+    timeoutMs,
+  );
+  return match!;
+}
+
+// ---- files ---------------------------------------------------------------------------------
+
+/** sha256 of every acknowledged file, by name. */
+export type Files = Map<string, string>;
+
+export async function withClient<T>(
+  store: StoreProcess,
+  fn: (c: DfsClient) => Promise<T>,
+): Promise<T> {
+  const client = new DfsClient({ server: store.server, timeoutMs: 30_000 });
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+/** Uploads pseudo-random files of the given sizes through the library; records what was acked. */
+export async function putFiles(
+  store: StoreProcess,
+  work: string,
+  specs: Array<[name: string, sizeBytes: number]>,
+  files: Files = new Map(),
+): Promise<Files> {
+  await withClient(store, async (client) => {
+    for (const [name, size] of specs) {
+      const local = path.join(work, `${name}.src`);
+      const sha = await writePseudoRandomFile(local, size, name);
+      const meta = await client.upload(local, { name });
+      expect(meta.sha256, `sha256 the store acknowledged for ${name}`).toBe(sha);
+      files.set(name, sha);
+      fs.rmSync(local);
+    }
+  });
+  return files;
+}
+
+export class HashSink extends Writable {
+  private readonly hash = createHash('sha256');
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
+    this.hash.update(chunk);
+    done();
+  }
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+/**
+ * Every acknowledged file is listed and reads back with its sha256 (but those in `checked`, read
+ * back already by the test itself).
+ */
+export async function expectAllReadBack(
+  store: StoreProcess,
+  files: Files,
+  checked: string[] = [],
+): Promise<void> {
+  await withClient(store, async (client) => {
+    const listed = (await client.list()).map((f) => f.name).sort();
+    expect(listed).toEqual([...files.keys()].sort());
+    for (const [name, sha] of files) {
+      if (checked.includes(name)) continue;
+      const sink = new HashSink();
+      await client.download(name, sink);
+      expect(sink.digest(), `content of ${name}`).toBe(sha);
+    }
+  });
+}
+
+/**
+ * What still keeps the store from "fully replicated": status underReplicatedChunks > 0, a chunk
+ * of a file without exactly 2 copies on distinct live ranks, a rank state other than expected.
+ */
+export async function replicationProblems(
+  store: StoreProcess,
+  files: Files,
+  states: Record<number, RankState>,
+): Promise<{ problems: string[]; status: StatusResult }> {
+  return withClient(store, async (client) => {
+    const status = await client.status();
+    const problems: string[] = [];
+    if (status.underReplicatedChunks !== 0)
+      problems.push(`status: ${status.underReplicatedChunks} under-replicated chunks`);
+    for (const [rank, state] of Object.entries(states)) {
+      const seen = status.ranks.find((r) => r.rank === Number(rank))?.state;
+      if (seen !== state) problems.push(`rank ${rank} is ${seen}, expected ${state}`);
+    }
+    for (const name of files.keys()) {
+      const meta = await client.stat(name);
+      if (meta.underReplicatedChunks !== 0)
+        problems.push(`${name}: ${meta.underReplicatedChunks} under-replicated chunks`);
+      for (const chunk of meta.chunks) {
+        const live = chunk.copies.filter((c) => c.state === 'alive').map((c) => c.rank);
+        if (chunk.copies.length !== 2 || live.length !== 2 || new Set(live).size !== 2)
+          problems.push(`${name} chunk ${chunk.index}: copies ${JSON.stringify(chunk.copies)}`);
+      }
+    }
+    return { problems, status };
+  });
+}
+
+/** Polls until replicationProblems() is empty; fails listing them at the deadline. */
+export async function waitReplicated(
+  store: StoreProcess,
+  files: Files,
+  states: Record<number, RankState>,
+  timeoutMs = 30_000,
+): Promise<StatusResult> {
+  let last: { problems: string[]; status: StatusResult } | undefined;
+  try {
+    await waitUntil(
+      'full replication',
+      async () => (last = await replicationProblems(store, files, states)).problems.length === 0,
+      timeoutMs,
+      100,
+    );
+  } catch {
+    throw new Error(
+      `not fully replicated within ${timeoutMs} ms:\n${last?.problems.slice(0, 20).join('\n')}\n` +
+        `status: ${JSON.stringify(last?.status)}\n${store.transcript()}`,
+    );
+  }
+  return last!.status;
+}
+
+export const allAlive = (ranks = [1, 2, 3]): Record<number, RankState> =>
+  Object.fromEntries(ranks.map((r) => [r, 'alive']));
+
+/** The chunk checksums each data rank should hold by the index (every file's copies), sorted. */
+export async function copiesByRank(
+  store: StoreProcess,
+  files: Files,
+): Promise<Map<number, string[]>> {
+  return withClient(store, async (client) => {
+    const byRank = new Map<number, string[]>();
+    for (const r of (await client.status()).ranks) byRank.set(r.rank, []);
+    for (const name of files.keys())
+      for (const chunk of (await client.stat(name)).chunks)
+        for (const copy of chunk.copies) byRank.get(copy.rank)?.push(chunk.checksum);
+    for (const list of byRank.values()) list.sort();
+    return byRank;
+  });
+}
+
+/** The chunk checksums data rank `rank` holds in its volume files, sorted. */
+export function copiesOnDisk(store: StoreProcess, rank: number): string[] {
+  return [...liveVolumeChunksUnder(store.dataDir, rank).values()].map((r) => r.checksum).sort();
+}
+
+/**
+ * No surplus and nothing missing: every data rank's volume files hold exactly the copies the
+ * index lists on it (polled: deletes are asynchronous).
+ */
+export async function expectDiskMatchesIndex(store: StoreProcess, files: Files): Promise<void> {
+  const expected = await copiesByRank(store, files);
+  const actual = (): Map<number, string[]> =>
+    new Map([...expected.keys()].map((rank) => [rank, copiesOnDisk(store, rank)]));
+  await waitUntil(
+    'the copies on disk to match the index',
+    () => JSON.stringify([...actual()]) === JSON.stringify([...expected]),
+    10_000,
+    100,
+  ).catch(() => undefined);
+  const count = (m: Map<number, string[]>): Record<number, number> =>
+    Object.fromEntries([...m].map(([rank, list]) => [rank, list.length]));
+  expect(count(actual()), 'copies on disk per rank').toEqual(count(expected));
+  expect(actual(), 'checksums on disk per rank').toEqual(expected);
+}
