@@ -13,6 +13,7 @@
  * (`[::1]:2`). Every mistake is a LaunchError LAUNCH_HOSTFILE whose message starts with the place
  * (`hosts.txt:3:`) and says what is wrong.
  */
+import { parseSize } from '../src/store/sizes.js';
 import { LaunchError } from './errors.js';
 
 /** The most ranks (and slots on one host) a launch may have: each rank costs the launcher 3 pipes. */
@@ -112,6 +113,9 @@ export function parseHostLine(line: string, origin: string): HostEntry | null {
       addr = parseAddr(value, fail);
     } else {
       if (upper in keys) fail(`key "${key}" is given twice`);
+      // The store reads capacity= as the data ranks' offered space: a typo must stop the
+      // launch here, not surface later as one rank failing to start.
+      if (upper === 'CAPACITY') checkSize(key, value, fail);
       keys[upper] = value;
     }
   }
@@ -119,6 +123,14 @@ export function parseHostLine(line: string, origin: string): HostEntry | null {
   const entry: HostEntry = { name, slots: slots ?? 1, keys, origin };
   if (addr !== undefined) entry.addr = addr;
   return entry;
+}
+
+function checkSize(key: string, value: string, fail: (what: string) => never): void {
+  try {
+    parseSize(value);
+  } catch (err) {
+    fail(`${key}=${value}: ${(err as Error).message}`);
+  }
 }
 
 function splitHostToken(

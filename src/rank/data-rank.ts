@@ -11,6 +11,7 @@ import { isCommError } from '../comm/errors.js';
 import type { ChunkStore, StoredChunk } from '../store/chunk-store.js';
 import { StoreError } from '../store/errors.js';
 import { chunkChecksum } from '../store/checksum.js';
+import { offeredCapacity } from '../store/disk-space.js';
 import { DataClient } from './data-client.js';
 import {
   TAG_COMMAND,
@@ -31,8 +32,16 @@ import { Semaphore } from './semaphore.js';
 
 export interface DataRankOptions {
   host: string;
-  /** The capacity this rank offers (from --capacity, the hostfile, or the disk's free space). */
+  /**
+   * The capacity configured for this rank (from --capacity or the hostfile); Infinity when none
+   * was, and the rank offers what its disk can hold.
+   */
   capacityBytes: number;
+  /**
+   * The disk under the store: what it had free at start, and how to ask again. Each heartbeat
+   * asks, so the capacity offered never exceeds what the disk can really take.
+   */
+  disk?: { freeBytes: number; sample: () => Promise<number> };
   maxConcurrentRequests?: number;
   /** Period of the heartbeat to rank 0 (each carries this rank's usage). */
   heartbeatIntervalMs?: number;
@@ -65,6 +74,8 @@ export class DataRank {
   /** Stored bytes when the disk last said it was full: the capacity we offer until space is freed. */
   private fullAtBytes: number | undefined;
   private stopScrub: () => void = () => {};
+  /** The disk's free bytes at the last sample. */
+  private diskFreeBytes: number | undefined;
 
   constructor(
     private readonly comm: Communicator,
@@ -74,6 +85,7 @@ export class DataRank {
     this.slots = new Semaphore(options.maxConcurrentRequests ?? 16);
     this.peers = new DataClient(comm, options.commandTimeoutMs ?? 30_000);
     this.commandComm = comm;
+    this.diskFreeBytes = options.disk?.freeBytes;
   }
 
   /**
@@ -105,6 +117,11 @@ export class DataRank {
       this.comm.send(0, TAG_HEARTBEAT, this.report()).catch(() => {
         // Rank 0 unreachable for now: the root watch decides when to give up.
       });
+      // The next beat carries this sample: statfs is cheap, but not worth delaying a beat for.
+      this.options.disk
+        ?.sample()
+        .then((free) => (this.diskFreeBytes = free))
+        .catch(() => undefined);
       this.stopHeartbeat = this.comm.clock.setTimer(periodMs, beat);
     };
     beat();
@@ -166,9 +183,20 @@ export class DataRank {
       rank: this.comm.worldRank,
       host: this.options.host,
       usedBytes: this.store.usedBytes(),
-      capacityBytes: Math.min(this.options.capacityBytes, this.fullAtBytes ?? Infinity),
+      capacityBytes: this.capacityBytes(),
       chunkCount: this.store.chunkCount(),
     };
+  }
+
+  /** The configured capacity, capped by the disk's room and by where the disk last said full. */
+  private capacityBytes(): number {
+    const used = this.store.usedBytes();
+    const offered =
+      this.diskFreeBytes === undefined
+        ? this.options.capacityBytes
+        : offeredCapacity(this.options.capacityBytes, used, this.diskFreeBytes);
+    const capacity = Math.min(offered, this.fullAtBytes ?? Infinity);
+    return Number.isFinite(capacity) ? capacity : Number.MAX_SAFE_INTEGER;
   }
 
   private async requestLoop(): Promise<void> {

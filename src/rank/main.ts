@@ -62,11 +62,11 @@ export async function runStore(
     const store = await VolumeChunkStore.open(join(rankDir, 'volumes'));
     const hostCapacity = env.MEMFLOW_HOST_CAPACITY;
     const capacityBytes =
-      options.capacityBytes ??
-      (hostCapacity ? parseSize(hostCapacity) : (await freeBytes(rankDir)) + store.usedBytes());
+      options.capacityBytes ?? (hostCapacity ? parseSize(hostCapacity) : Infinity);
     const dataRank = new DataRank(comm, store, {
       host,
       capacityBytes,
+      disk: { freeBytes: await freeBytes(rankDir), sample: () => freeBytes(rankDir) },
       log,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       scrubBytesPerSecond: options.scrubBytesPerSecond,

@@ -1,4 +1,9 @@
-/** What a data rank's disk can still take: the default capacity of a rank given none. */
+/**
+ * What a data rank's disk can still take. A rank offers the smaller of its configured capacity
+ * and what its disk can really hold, so placement and the up-front "not enough space" refusal
+ * see a disk that is smaller than promised (or that something else is filling) before a write
+ * fails on it.
+ */
 import { mkdir, statfs } from 'node:fs/promises';
 
 /** Free bytes available to us on the file system holding `dir` (created if missing). */
@@ -6,4 +11,28 @@ export async function freeBytes(dir: string): Promise<number> {
   await mkdir(dir, { recursive: true });
   const s = await statfs(dir);
   return s.bavail * s.bsize;
+}
+
+/**
+ * Space kept back from what the disk reports free: room for record headers, the index and
+ * volumes not yet compacted, so a rank whose offered capacity is full still has a disk that is
+ * not (1% of the disk's share, at least 256 KiB, at most 1 GiB).
+ */
+export function diskReserveBytes(diskBytes: number): number {
+  return Math.min(1024 ** 3, Math.max(256 * 1024, Math.floor(diskBytes / 100)));
+}
+
+/**
+ * The capacity a data rank offers: its configured capacity (from --capacity or the hostfile;
+ * undefined means "the disk"), capped by the chunk bytes it holds plus what the disk still has
+ * free, less the reserve.
+ */
+export function offeredCapacity(
+  configuredBytes: number | undefined,
+  usedBytes: number,
+  diskFreeBytes: number,
+): number {
+  const disk = usedBytes + diskFreeBytes;
+  const onDisk = Math.max(usedBytes, disk - diskReserveBytes(disk));
+  return configuredBytes === undefined ? onDisk : Math.min(configuredBytes, onDisk);
 }

@@ -429,7 +429,7 @@ describe("a corrupt chunk copy (one byte of its bytes flipped in the data rank's
 
 describe('a full disk', () => {
   it.skipIf(tmpfsSkip !== undefined)(
-    'rank 1 on a 6 MiB tmpfs while every rank offers --capacity 24M (1 MiB chunks): uploads go on to ranks 2 and 3; once nothing fits, the refusal names the space needed and available (exit 5)',
+    'rank 1 on a 6 MiB tmpfs while every rank offers --capacity 24M (1 MiB chunks): rank 1 offers only what its disk holds; when something else fills that disk, uploads go on to ranks 2 and 3; once nothing fits, the upload is refused before anything is written, naming the space needed and available (exit 5)',
     async () => {
       const dataDir = makeTempDir('full-disk');
       const mnt = path.join(dataDir, 'rank-1');
@@ -443,27 +443,64 @@ describe('a full disk', () => {
         dataDir,
       );
       const work = makeTempDir('faults-work');
+      const capacities = await withClient(store, async (c) => (await c.status()).ranks);
+      const capacityOf = (rank: number): number =>
+        capacities.find((r) => r.rank === rank)!.capacityBytes;
+      expect(capacityOf(1), 'rank 1 offers no more than its 6 MiB disk').toBeLessThanOrEqual(
+        6 * MiB,
+      );
+      expect(capacityOf(2)).toBe(24 * MiB);
+      expect(capacityOf(3)).toBe(24 * MiB);
 
       const files: Files = new Map();
+      await putFiles(
+        store,
+        work,
+        [
+          ['early-0.bin', 2 * MiB],
+          ['early-1.bin', 2 * MiB],
+        ],
+        files,
+      );
+      // Something other than MemFlow fills rank 1's disk: its next put fails with ENOSPC or
+      // its next heartbeat offers nothing more, and either way the uploads go elsewhere.
+      const junk = path.join(mnt, 'junk');
+      try {
+        execFileSync('dd', ['if=/dev/zero', `of=${junk}`, 'bs=64k'], { stdio: 'ignore' });
+      } catch {
+        // dd ends with "No space left on device": that is the point.
+      }
+      // Its next heartbeat offers no room beyond what it holds (a put that raced it would have
+      // failed with ENOSPC and been placed elsewhere); wait for that so the rest is determined.
+      let usedByRank1 = -1;
+      await waitUntil(
+        "rank 1's offered capacity to shrink to what its disk holds",
+        async () => {
+          const r1 = await withClient(store, async (c) =>
+            (await c.status()).ranks.find((r) => r.rank === 1)!,
+          );
+          usedByRank1 = r1.usedBytes;
+          return r1.capacityBytes - r1.usedBytes < MiB;
+        },
+        10_000,
+        50,
+      );
+
       let refusal: unknown;
-      let afterFull = 0;
-      let rank1FullAt = -1;
+      let afterFill = 0;
       for (let i = 0; i < 40 && refusal === undefined; i++) {
-        const name = `fill-${i}.bin`;
         try {
-          await putFiles(store, work, [[name, 2 * MiB]], files);
-          if (rank1FullAt >= 0) afterFull++;
+          await putFiles(store, work, [[`fill-${i}.bin`, 2 * MiB]], files);
+          afterFill++;
         } catch (err) {
           refusal = err;
         }
-        if (rank1FullAt < 0 && rank0Lines(store).some((l) => /^rank 1 could not store/.test(l)))
-          rank1FullAt = i;
       }
-      expect(rank1FullAt, 'rank 1 refused a chunk (its disk is full)').toBeGreaterThanOrEqual(0);
-      expect(afterFull, 'uploads acknowledged after rank 1 was full').toBeGreaterThanOrEqual(3);
+      expect(afterFill, 'uploads acknowledged after rank 1 was full').toBeGreaterThanOrEqual(3);
       expect(refusal, 'uploads stop being accepted once nothing fits').toBeDefined();
       expect((refusal as { code?: unknown }).code, String(refusal)).toBe('STORE_NO_SPACE');
 
+      const mark = store.stderr.length;
       const src = path.join(work, 'one-more.src');
       await writePseudoRandomFile(src, 2 * MiB, 'one-more');
       const args = [src, '-a', '--as', 'one-more.bin'];
@@ -473,17 +510,23 @@ describe('a full disk', () => {
         /not enough space .*\b\d+(\.\d+)? \w+ needed\b.*\b\d+(\.\d+)? \w+ available\b/,
       );
       expectClearFailure(args, refused);
+      expect(
+        rank0Lines(store, mark).filter((l) => /could not store/.test(l)),
+        'a refused upload writes nothing',
+      ).toEqual([]);
 
       const status = await waitReplicated(store, files, allAlive());
       const byRank = new Map(status.ranks.map((r) => [r.rank, r]));
       // Ranks 2 and 3 took what rank 1 could not: they hold more than its 6 MiB.
       expect(byRank.get(2)!.usedBytes).toBeGreaterThan(6 * MiB);
       expect(byRank.get(3)!.usedBytes).toBeGreaterThan(6 * MiB);
-      expect(byRank.get(1)!.usedBytes).toBeLessThanOrEqual(6 * MiB);
+      expect(byRank.get(1)!.usedBytes, 'rank 1 took nothing after its disk filled').toBe(
+        usedByRank1,
+      );
       await expectDiskMatchesIndex(store, files);
       await expectAllReadBack(store, files);
       console.log(
-        `full disk: ${files.size} files acknowledged, ${afterFull} after rank 1 was full; ${refused.stderr.trim()}`,
+        `full disk: ${files.size} files acknowledged, ${afterFill} after rank 1's disk filled; ${refused.stderr.trim()}`,
       );
     },
   );

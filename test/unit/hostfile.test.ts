@@ -109,6 +109,12 @@ describe('malformed lines name the file, the line and the mistake', () => {
     ['slots given twice', 'node1:2 slots=3', 'hosts.txt:1: the slot count is given twice'],
     ['a word that is not key=value', '\n\nnode1 fast', 'hosts.txt:3: expected key=value'],
     ['a key without value', 'node1 capacity=', 'hosts.txt:1: key "capacity" has no value'],
+    ['a capacity that is not a size', 'node1 capacity=lots', 'hosts.txt:1: capacity=lots: size'],
+    [
+      'a negative capacity',
+      'node1 Capacity=-1G',
+      'hosts.txt:1: Capacity=-1G: size "-1G" has a sign',
+    ],
     ['a key with bad characters', 'node1 cap-acity=1', 'hosts.txt:1: key "cap-acity" must be'],
     ['a key given twice', 'node1 zone=a ZONE=b', 'hosts.txt:1: key "ZONE" is given twice'],
     ['addr given twice', 'node1 addr=a addr=b', 'hosts.txt:1: addr is given twice'],
