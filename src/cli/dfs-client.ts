@@ -6,6 +6,17 @@
  *   dfs-client <name> -m [--json]             show metadata
  *   dfs-client <name> -d                      delete
  *   dfs-client list [--json]                  list the files
+ *   dfs-client status [--json]                the data ranks' state and usage (compact)
+ *   dfs-client rebalance [--json]             even out the data ranks' fractions used
+ *   dfs-client metrics [--json] [--watch [S]] every data rank (state, heartbeat age, capacity,
+ *                                             used, free, % used, primary/replica copies), totals
+ *                                             and under-replicated chunks (metrics-table.ts);
+ *                                             --watch redraws every S s (default 1) until Ctrl-C,
+ *                                             showing an unreachable store rather than exiting;
+ *                                             exit 130 (metrics-watch.ts); with --json, NDJSON
+ *   dfs-client shell                          an interactive prompt with one connection: distribute,
+ *                                             query, metrics, list, get, put, help, exit; history
+ *                                             in ~/.memflow_history or $MEMFLOW_HISTORY (shell.ts)
  *
  * The only place (with memflow-rank's CLI) that reads argv and calls process.exit. Every failure
  * is one line on stderr naming the file and the reason, and an exit status from one table
@@ -15,6 +26,7 @@
  * the native hash) is imported only once a command is about to talk to the store, so `--help`
  * and usage errors stay fast.
  */
+import { basename } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { DfsClient } from '../client/dfs-client.js';
@@ -28,12 +40,16 @@ const NAME = 'dfs-client';
 
 type Action =
   | { kind: 'upload'; file: string; as: string | undefined }
-  | { kind: 'retrieve'; name: string; output: string; force: boolean }
+  | { kind: 'distribute'; file: string; as: string | undefined; idField: string }
+  | { kind: 'query'; name: string; id: string; json: boolean }
+  | { kind: 'retrieve'; name: string; output: string; force: boolean; ndjson: boolean }
   | { kind: 'metadata'; name: string; json: boolean }
   | { kind: 'delete'; name: string }
   | { kind: 'list'; json: boolean }
   | { kind: 'rebalance'; json: boolean }
-  | { kind: 'status'; json: boolean };
+  | { kind: 'status'; json: boolean }
+  | { kind: 'metrics'; json: boolean; watchMs: number | undefined }
+  | { kind: 'shell' };
 
 interface Parsed {
   action: Action;
@@ -51,12 +67,17 @@ function parse(args: string[]): Parsed {
       [
         'Usage:',
         '  $0 <file> -a [--as NAME]            upload a local file',
+        '  $0 <data.json> -a --records [--id-field F] [--as NAME]',
+        '                                      store a JSON array or NDJSON as records, indexed by ID',
+        '  $0 query <name> <id>                print one record of a records dataset as JSON',
         '  $0 <name> -r [-o PATH|-] [--force]  retrieve a file (default ./NAME; "-" for stdout)',
         "  $0 <name> -m [--json]               show a file's metadata",
         '  $0 <name> -d                        delete a file',
         '  $0 list [--json]                    list the files in the store',
         "  $0 rebalance [--json]               move copies until the data ranks' fractions used are within 5 points",
         '  $0 status [--json]                  the data ranks, their state and usage, and under-replicated chunks',
+        '  $0 metrics [--json] [--watch [S]]   every data rank: state, heartbeat age, capacity, used, free, copies; totals',
+        '  $0 shell                            an interactive prompt (distribute, query, metrics, list, get, put, help)',
       ].join('\n'),
     )
     .option('a', { alias: 'upload', type: 'boolean', describe: 'upload <file>' })
@@ -73,7 +94,24 @@ function parse(args: string[]): Parsed {
       describe: 'with -r: where to write, or - for stdout',
     })
     .option('force', { alias: 'f', type: 'boolean', describe: 'with -r: replace an existing file' })
+    .option('records', {
+      type: 'boolean',
+      describe: 'with -a: the file is a JSON array of objects or NDJSON, stored as records',
+    })
+    .option('id-field', {
+      type: 'string',
+      describe: 'with -a --records: the field holding each record\'s ID (default "id")',
+    })
+    .option('ndjson', {
+      type: 'boolean',
+      describe: 'with -r of a records dataset: one record a line instead of a JSON array',
+    })
     .option('json', { type: 'boolean', describe: 'with -m or list: print JSON' })
+    // A string, not a number: yargs gives a bare `--watch` no value at all as a number option.
+    .option('watch', {
+      type: 'string',
+      describe: 'with metrics: refresh every SECONDS (default 1) until Ctrl-C',
+    })
     .option('server', {
       type: 'string',
       describe: 'the store, HOST:PORT (default: $MEMFLOW_SERVER, else 127.0.0.1:7070)',
@@ -107,6 +145,24 @@ function parse(args: string[]): Parsed {
   }
   const common = { server: argv.server, timeoutMs };
 
+  const idField = argv['id-field'];
+  const records = argv.records === true;
+  const ndjson = argv.ndjson === true;
+  if (idField !== undefined && !records) throw new UsageError('--id-field goes with -a --records');
+  if (records && !(chosen.length === 1 && chosen[0] === 'a'))
+    throw new UsageError('--records goes with -a (upload)');
+  if (ndjson && !(chosen.length === 1 && chosen[0] === 'r'))
+    throw new UsageError('--ndjson goes with -r (retrieve)');
+  // "query NAME ID" is the one command with more than one positional.
+  if (positionals[0] === 'query' && chosen.length === 0) {
+    if (positionals.length !== 3)
+      throw new UsageError(`query takes a dataset name and an ID: ${NAME} query <name> <id>`);
+    refuseOptions('query', { as: asName, output, force });
+    return {
+      action: { kind: 'query', name: positionals[1]!, id: positionals[2]!, json },
+      ...common,
+    };
+  }
   if (positionals.length > 1) {
     throw new UsageError(
       `one <file|name> at a time, got ${positionals.length}: ${positionals.map((p) => JSON.stringify(p)).join(' ')}`,
@@ -115,6 +171,10 @@ function parse(args: string[]): Parsed {
   const target = positionals[0];
   if (target === undefined) {
     throw new UsageError('missing <file|name> (or "list")');
+  }
+  const isMetrics = target === 'metrics' && chosen.length === 0;
+  if (argv.watch !== undefined && !isMetrics) {
+    throw new UsageError('--watch can only be used with metrics');
   }
   // "list" is the listing command unless an operation flag says it is a file called "list".
   if (target === 'list' && chosen.length === 0) {
@@ -129,6 +189,21 @@ function parse(args: string[]): Parsed {
     refuseOptions('rebalance', { as: asName, output, force });
     return { action: { kind: 'rebalance', json }, ...common };
   }
+  if (isMetrics) {
+    refuseOptions('metrics', { as: asName, output, force });
+    const watchMs = argv.watch === undefined ? undefined : watchIntervalMs(argv.watch);
+    // A watch keeps going through failures: a dead store should show within seconds, not 30.
+    const watchTimeoutMs = watchMs === undefined ? undefined : Math.max(5_000, 2 * watchMs);
+    return {
+      action: { kind: 'metrics', json, watchMs },
+      server: argv.server,
+      timeoutMs: timeoutMs ?? watchTimeoutMs,
+    };
+  }
+  if (target === 'shell' && chosen.length === 0) {
+    refuseOptions('shell', { as: asName, output, force, json });
+    return { action: { kind: 'shell' }, ...common };
+  }
   if (chosen.length !== 1) {
     throw new UsageError(
       chosen.length === 0
@@ -140,12 +215,25 @@ function parse(args: string[]): Parsed {
     case 'a':
       refuseOptions('-a', { output, force, json });
       if (asName === '') throw new UsageError('--as needs a name');
+      if (records) {
+        if (idField === '') throw new UsageError('--id-field needs a field name');
+        return {
+          action: { kind: 'distribute', file: target, as: asName, idField: idField ?? 'id' },
+          ...common,
+        };
+      }
       return { action: { kind: 'upload', file: target, as: asName }, ...common };
     case 'r':
       refuseOptions('-r', { as: asName, json });
       if (output === '') throw new UsageError('-o needs a path, or - for stdout');
       return {
-        action: { kind: 'retrieve', name: target, output: output ?? defaultOutput(target), force },
+        action: {
+          kind: 'retrieve',
+          name: target,
+          output: output ?? defaultOutput(target),
+          force,
+          ndjson,
+        },
         ...common,
       };
     case 'm':
@@ -155,6 +243,18 @@ function parse(args: string[]): Parsed {
       refuseOptions('-d', { as: asName, output, force, json });
       return { action: { kind: 'delete', name: target }, ...common };
   }
+}
+
+/** `--watch [SECONDS]` in ms: a bare --watch is 1 s; at least 0.1 s, at most a day. */
+function watchIntervalMs(text: string): number {
+  if (text.trim() === '') return 1_000;
+  const seconds = Number(text);
+  if (!Number.isFinite(seconds) || seconds < 0.1 || seconds > 86_400) {
+    throw new UsageError(
+      `--watch takes the SECONDS between refreshes (0.1 to 86400), got "${text}"; write: ${NAME} metrics --watch [SECONDS]`,
+    );
+  }
+  return seconds * 1000;
 }
 
 /** Options that mean nothing for the chosen operation are refused rather than ignored. */
@@ -198,8 +298,8 @@ async function run(parsed: Parsed): Promise<number> {
   process.on('SIGINT', interrupt);
   process.on('SIGTERM', interrupt);
   try {
-    await perform(client, parsed.action, controller.signal);
-    return EXIT.OK;
+    // Most commands end in success or an error; metrics --watch and shell end with a status.
+    return (await perform(client, parsed.action, controller.signal)) ?? EXIT.OK;
   } finally {
     process.off('SIGINT', interrupt);
     process.off('SIGTERM', interrupt);
@@ -207,7 +307,11 @@ async function run(parsed: Parsed): Promise<number> {
   }
 }
 
-async function perform(client: DfsClient, action: Action, signal: AbortSignal): Promise<void> {
+async function perform(
+  client: DfsClient,
+  action: Action,
+  signal: AbortSignal,
+): Promise<number | undefined> {
   const startMs = performance.now();
   const elapsed = (): string => formatSeconds((performance.now() - startMs) / 1000);
   switch (action.kind) {
@@ -233,7 +337,12 @@ async function perform(client: DfsClient, action: Action, signal: AbortSignal): 
         const metadata = await client.download(
           action.name,
           toStdout ? process.stdout : action.output,
-          { force: action.force, onProgress: bar.update, signal },
+          {
+            force: action.force,
+            onProgress: bar.update,
+            signal,
+            records: action.ndjson ? 'ndjson' : 'json',
+          },
         );
         bar.finish();
         if (!toStdout) {
@@ -245,6 +354,34 @@ async function perform(client: DfsClient, action: Action, signal: AbortSignal): 
       } finally {
         bar.finish();
       }
+      return;
+    }
+    case 'distribute': {
+      const label = action.as ?? action.file;
+      const bar = new ProgressBar({ stream: process.stderr, label });
+      try {
+        const name = action.as ?? basename(action.file);
+        const metadata = await client.putRecords(action.file, name, {
+          idField: action.idField,
+          onProgress: bar.update,
+          signal,
+        });
+        bar.finish();
+        const count = metadata.records?.count ?? 0;
+        const seconds = (performance.now() - startMs) / 1000;
+        out(
+          `distributed ${metadata.name}: ${count} records (${describeLayout(metadata)}, IDs by ${metadata.records?.lookup === 'ranges' ? 'range' : 'hash'}) in ${elapsed()}` +
+            (seconds > 0 && count > 0 ? `, ${Math.round(count / seconds)} records/s` : ''),
+        );
+      } finally {
+        bar.finish();
+      }
+      return;
+    }
+    case 'query': {
+      const { idCandidates } = await import('../records/record-ids.js');
+      const record = await queryFirst(client, action.name, idCandidates(action.id));
+      out(action.json ? JSON.stringify(record, null, 2) : JSON.stringify(record));
       return;
     }
     case 'metadata': {
@@ -265,6 +402,38 @@ async function perform(client: DfsClient, action: Action, signal: AbortSignal): 
       const status = await client.status();
       out(action.json ? JSON.stringify(status, null, 2) : formatStatus(status));
       return;
+    }
+    case 'metrics': {
+      const { formatMetricsTable, metricsDocument } = await import('./metrics-table.js');
+      if (action.watchMs === undefined) {
+        const status = await client.status();
+        out(
+          action.json
+            ? JSON.stringify(metricsDocument(status, new Date()), null, 2)
+            : formatMetricsTable(status),
+        );
+        return;
+      }
+      // Runs until Ctrl-C, showing (not failing on) an unreachable store: see metrics-watch.ts.
+      const { watchMetrics, reconnectingReader } = await import('./metrics-watch.js');
+      const reader = reconnectingReader(client);
+      try {
+        await watchMetrics({
+          ...reader,
+          out: process.stdout,
+          intervalMs: action.watchMs,
+          json: action.json,
+          server: client.server,
+          signal,
+        });
+      } finally {
+        reader.close();
+      }
+      return EXIT.INTERRUPTED;
+    }
+    case 'shell': {
+      const { runShell } = await import('./shell.js');
+      return runShell(client, { signal });
     }
     case 'rebalance': {
       const result = await client.rebalance();
@@ -380,6 +549,14 @@ function formatMetadata(metadata: FileMetadata): string {
     ['modified', formatTime(metadata.modified)],
     ['copies', `${metadata.replicas} per chunk; ${health}`],
     ['chunks', `${metadata.chunks.length} of up to ${formatSize(metadata.chunkSizeBytes)}`],
+    ...(metadata.records
+      ? [
+          [
+            'records',
+            `${metadata.records.count}, ID field "${metadata.records.idField}", found by ${metadata.records.lookup === 'ranges' ? 'ID range per chunk' : 'ID hash per chunk'}`,
+          ],
+        ]
+      : []),
   ]);
   if (metadata.chunks.length === 0) return header;
   const rows = metadata.chunks.map((chunk) => [
@@ -395,6 +572,29 @@ function formatMetadata(metadata: FileMetadata): string {
     new Set([0, 1]),
   );
   return `${header}\n\n${chunkTable}`;
+}
+
+/**
+ * The record for the first of `ids` the dataset has (a number, then the same text as a string);
+ * when none is there, the error for the first, which names the ID as the user typed it.
+ */
+async function queryFirst(
+  client: DfsClient,
+  name: string,
+  ids: Array<string | number>,
+): Promise<unknown> {
+  let first: unknown;
+  for (const id of ids) {
+    try {
+      return await client.queryRecord(name, id);
+    } catch (err) {
+      const unknownId =
+        isDfsError(err) && err.code === 'STORE_NOT_FOUND' && 'recordId' in err.detail;
+      if (!unknownId) throw err;
+      first ??= err;
+    }
+  }
+  throw first;
 }
 
 function formatList(files: ListEntry[]): string {
@@ -417,6 +617,10 @@ function attempted(action: Action): string {
   switch (action.kind) {
     case 'upload':
       return `cannot upload "${action.file}"`;
+    case 'distribute':
+      return `cannot distribute "${action.file}"`;
+    case 'query':
+      return `cannot query "${action.name}"`;
     case 'retrieve':
       return `cannot retrieve "${action.name}"`;
     case 'metadata':
@@ -429,6 +633,10 @@ function attempted(action: Action): string {
       return 'cannot rebalance';
     case 'status':
       return 'cannot read the status';
+    case 'metrics':
+      return 'cannot read the metrics';
+    case 'shell':
+      return 'shell';
   }
 }
 
@@ -437,7 +645,8 @@ function reasonOf(err: DfsError, action: Action): string {
   const detail = err.detail;
   switch (err.code) {
     case 'STORE_NOT_FOUND':
-      return 'no such file in the store';
+      // A query's unknown ID names the ID; an unknown dataset is "no such file".
+      return detail.recordId !== undefined ? err.message : 'no such file in the store';
     case 'STORE_NO_SPACE': {
       const needed = detail.neededBytes;
       const available = detail.availableBytes;
@@ -449,7 +658,7 @@ function reasonOf(err: DfsError, action: Action): string {
       return `${String(detail.path)} already exists (use --force to overwrite)`;
     case 'CLIENT_LOCAL_PATH':
       // The path is the target itself for an upload: say only why, not the path twice.
-      return action.kind === 'upload' &&
+      return (action.kind === 'upload' || action.kind === 'distribute') &&
         detail.path === action.file &&
         typeof detail.reason === 'string'
         ? detail.reason

@@ -72,12 +72,20 @@ async function main(): Promise<void> {
       describe: 'bytes of small chunks rank 0 keeps to answer small reads itself (0: none)',
       coerce: sizeOption('read-cache'),
     })
+    .option('http-port', {
+      type: 'number',
+      describe:
+        "rank 0's status page and /metrics port, on --bind (0: any free port; default: none)",
+    })
     .check((a) => {
       if (!(a['heartbeat-ms'] > 0) || !(a['dead-after-ms'] > a['heartbeat-ms'])) {
         throw new Error('--heartbeat-ms must be > 0 and --dead-after-ms larger than it');
       }
       if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535)
         throw new Error(`--port ${a.port} is not a port number`);
+      const http = a['http-port'];
+      if (http !== undefined && (!Number.isInteger(http) || http < 0 || http > 65535))
+        throw new Error(`--http-port ${http} is not a port number`);
       if (!Number.isInteger(a.replicas) || a.replicas < 1)
         throw new Error(`--replicas must be a whole number ≥ 1, got ${a.replicas}`);
       const chunk = a['chunk-size'];
@@ -105,11 +113,15 @@ async function main(): Promise<void> {
     deadAfterMs: argv['dead-after-ms'],
     scrubBytesPerSecond: argv['scrub-rate'] ?? 0,
     readCacheBytes: argv['read-cache'] ?? 0,
+    httpPort: argv['http-port'],
   };
   const rank = process.env.MEMFLOW_RANK ?? '?';
   const log = (line: string): void => console.error(`memflow-rank ${rank}: ${line}`);
+  // The lines a caller waits for (and reads addresses from) go to stdout, the rest to stderr.
+  const forStdout = (line: string): boolean =>
+    line.startsWith('MemFlow store ready') || line.startsWith('status page: ');
   const running = await runStore(process.env, options, (line) =>
-    rank === '0' && line.startsWith('MemFlow store ready') ? console.log(line) : log(line),
+    rank === '0' && forStdout(line) ? console.log(line) : log(line),
   );
   let stopping = false;
   const stop = (): void => {

@@ -22,6 +22,8 @@ export type ClientErrorCode =
   | 'CLIENT_BAD_REPLY'
   /** A bad argument from the caller: a malformed server address, a bad timeout. */
   | 'CLIENT_BAD_ARGUMENT'
+  /** A JSON dataset given to putRecords is malformed or its records lack usable IDs: detail.offset. */
+  | 'CLIENT_BAD_DATASET'
   /** The caller's AbortSignal fired (Ctrl-C in the CLI). */
   | 'CLIENT_ABORTED'
   /** The client was closed while the request was outstanding. */
@@ -38,6 +40,7 @@ export const CLIENT_ERROR_CODES: readonly ClientErrorCode[] = [
   'CLIENT_FILE_CHANGED',
   'CLIENT_BAD_REPLY',
   'CLIENT_BAD_ARGUMENT',
+  'CLIENT_BAD_DATASET',
   'CLIENT_ABORTED',
   'CLIENT_CLOSED',
 ];

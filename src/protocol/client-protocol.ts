@@ -17,6 +17,8 @@
  *   STORE_BUSY.
  */
 
+import type { RecordId } from '../records/record-ids.js';
+
 export const PROTOCOL_VERSION = 1;
 
 /** Error codes that cross the wire. The CLI maps them to exit statuses in one table. */
@@ -45,8 +47,11 @@ export interface PutBegin {
   id: number;
   name: string;
   sizeBytes: number;
-  /** Present for record files (issue 5); absent for plain files. */
-  kind?: 'blob';
+  /**
+   * A records dataset: chunks are cut at record boundaries (any size up to the chunk size, each
+   * put-chunk carries its records' IDs) and `sizeBytes` is an upper bound for the space check.
+   */
+  records?: { idField: string };
 }
 /** Frame 1 holds the chunk's bytes; `checksum` is chunkChecksum(bytes). Chunks may arrive in any order. */
 export interface PutChunk {
@@ -55,6 +60,8 @@ export interface PutChunk {
   uploadId: string;
   index: number;
   checksum: string;
+  /** Records uploads: the position of the chunk's first record and every record's ID. */
+  records?: { first: number; ids: RecordId[] };
 }
 export interface PutCommit {
   op: 'put-commit';
@@ -62,6 +69,8 @@ export interface PutCommit {
   uploadId: string;
   /** sha256 hex of the whole content, computed by the client while it streamed. */
   sha256: string;
+  /** Records uploads: how many chunks and records were sent (the store checks both). */
+  records?: { chunks: number; count: number };
 }
 export interface PutAbort {
   op: 'put-abort';
@@ -85,6 +94,16 @@ export interface GetEnd {
   op: 'get-end';
   id: number;
   readId: string;
+}
+/**
+ * One record of a records dataset by its ID (a number and a string are different IDs). The reply
+ * carries the record's JSON bytes in frame 1; an unknown ID is STORE_NOT_FOUND with detail.recordId.
+ */
+export interface Query {
+  op: 'query';
+  id: number;
+  name: string;
+  recordId: RecordId;
 }
 export interface Stat {
   op: 'stat';
@@ -148,7 +167,8 @@ export type Request =
   | Status
   | Rebalance
   | PutWhole
-  | GetWhole;
+  | GetWhole
+  | Query;
 export type RequestOp = Request['op'];
 
 // ---- Results (the fields of an ok reply besides id/ok) -----------------------------------------
@@ -182,6 +202,8 @@ export interface FileMetadata {
   chunks: ChunkInfo[];
   /** Chunks with fewer live copies than `replicas`. */
   underReplicatedChunks: number;
+  /** Set for a records dataset: its ID field, record count and how the index finds an ID. */
+  records?: { idField: string; count: number; lookup: 'ranges' | 'hashed' };
 }
 
 export interface ListEntry {
@@ -209,19 +231,32 @@ export interface GetBeginResult {
 export interface ListResult {
   files: ListEntry[];
 }
+export interface RankStatus {
+  rank: number;
+  host: string;
+  state: RankState;
+  /** Milliseconds since rank 0 last heard this rank's heartbeat (null: never heard). */
+  heartbeatAgeMs: number | null;
+  usedBytes: number;
+  /** What the rank offers: its --capacity or hostfile capacity=, capped by its disk. */
+  capacityBytes: number;
+  /** Chunk copies the rank holds by its own count (including leftovers not yet trimmed). */
+  chunkCopies: number;
+  /** Copies the index places on this rank first (the chunk's primary) and after (its replicas). */
+  primaryCopies: number;
+  replicaCopies: number;
+}
+
 export interface StatusResult {
-  ranks: Array<{
-    rank: number;
-    host: string;
-    state: RankState;
-    usedBytes: number;
-    capacityBytes: number;
-    chunkCopies: number;
-  }>;
+  ranks: RankStatus[];
   replicas: number;
   chunkSizeBytes: number;
   files: number;
+  /** Chunks of all current files, and how many of them have fewer live copies than they should. */
+  chunks: number;
   underReplicatedChunks: number;
+  /** Milliseconds since rank 0 started serving. */
+  uptimeMs: number;
 }
 
 export interface RebalanceResult {

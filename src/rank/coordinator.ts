@@ -41,9 +41,18 @@ import { HealthMonitor } from './health.js';
 import { ANY_SOURCE } from '../comm/communicator.js';
 import { isCommError } from '../comm/errors.js';
 import { TAG_NOTICE, TAG_PEER, type Notice, type PeerUpdate, type RankReport } from './messages.js';
+import { OpMetrics, type OpMetricsView } from './op-metrics.js';
 import { rebalance } from './rebalance.js';
+import { RecentTransitions, type RecentTransitionsView } from './recent-transitions.js';
 import { liveHolders, Repairer, wantedCopies } from './repair.js';
 import { decodeRequest } from './validate.js';
+import { RecordsUpload } from './records-upload.js';
+import {
+  candidateChunks,
+  describeId,
+  type RecordId,
+  type RecordsIndex,
+} from '../records/record-ids.js';
 
 /** Where committed index records are made durable (the fsync'd Journal in production). */
 export interface JournalWriter {
@@ -88,10 +97,12 @@ interface Upload {
   name: string;
   sizeBytes: number;
   chunkSizeBytes: number;
+  /** For a records upload, the most chunks it may have (its count is known at commit). */
   chunkCount: number;
   chunks: Map<number, ChunkRecord>;
   lastActiveMs: number;
   closed: boolean;
+  records?: RecordsUpload;
 }
 
 interface Read {
@@ -112,7 +123,10 @@ export class Coordinator {
   readonly repairer: Repairer;
   private readonly cache: ChunkCache;
   private readonly health: HealthMonitor;
+  private readonly startedAtMs: number;
   private readonly commands: CommandRunner;
+  private readonly opMetrics = new OpMetrics();
+  private readonly recentTransitions = new RecentTransitions();
   private readonly stopping = new AbortController();
   private readonly uploads = new Map<string, Upload>();
   private readonly reads = new Map<string, Read>();
@@ -146,6 +160,7 @@ export class Coordinator {
       log: () => {},
       ...options,
     };
+    this.startedAtMs = clock.now();
     this.data = new DataClient(comm, this.opts.dataTimeoutMs);
     this.cache = new ChunkCache(this.opts.readCacheBytes);
     this.commands = new CommandRunner(comm, Math.min(this.opts.dataTimeoutMs, 10_000));
@@ -249,6 +264,7 @@ export class Coordinator {
 
   private onTransition(t: Transition): void {
     this.cluster.setState(t.rank, t.to);
+    this.recentTransitions.add(t, this.opts.wallClockMs());
     this.opts.log(`rank ${t.rank} is ${t.to} (${t.reason})`);
     if (t.to === 'dead') {
       this.comm.markFailed(t.rank);
@@ -388,6 +404,7 @@ export class Coordinator {
   // ---- request handling ---------------------------------------------------------------------
 
   private async handle(channel: ClientChannel, clientId: Buffer, frames: Buffer[]): Promise<void> {
+    const startedMs = this.clock.now();
     const { id, request, error } = decodeRequest(frames[0]);
     const client = clientId.toString('hex');
     let reply: Record<string, unknown>;
@@ -425,6 +442,12 @@ export class Coordinator {
     await channel.send(clientId, [pack(reply), ...payload]).catch(() => {
       // The client went away; its sessions expire on their own.
     });
+    const outcome = reply.ok === true ? 'ok' : (reply.error as WireError).code;
+    this.opMetrics.observe(
+      request?.op ?? 'invalid',
+      outcome,
+      (this.clock.now() - startedMs) / 1000,
+    );
   }
 
   private enter(client: string, budget: 'chunk' | 'whole'): void {
@@ -465,12 +488,26 @@ export class Coordinator {
       case 'get-whole':
         return this.getWhole(client, req.name);
       case 'put-chunk':
-        await this.putChunk(this.upload(client, req.uploadId), req.index, req.checksum, bytes);
+        await this.putChunk(
+          this.upload(client, req.uploadId),
+          req.index,
+          req.checksum,
+          bytes,
+          req.records,
+        );
         return { fields: {} };
       case 'put-commit':
         return {
-          fields: { metadata: await this.putCommit(this.upload(client, req.uploadId), req.sha256) },
+          fields: {
+            metadata: await this.putCommit(
+              this.upload(client, req.uploadId),
+              req.sha256,
+              req.records,
+            ),
+          },
         };
+      case 'query':
+        return this.query(req.name, req.recordId);
       case 'put-abort': {
         const upload = this.uploads.get(req.uploadId);
         if (upload && upload.client === client) this.abortUpload(upload, 'aborted by the client');
@@ -516,8 +553,13 @@ export class Coordinator {
     req: PutBegin,
   ): { uploadId: string; chunkSizeBytes: number; maxChunksInFlight: number } {
     const name = validateName(req.name);
+    const records = req.records === undefined ? undefined : RecordsUpload.check(req.records);
     const chunkSizeBytes = this.opts.chunkSizeBytes;
-    const chunkCount = Math.ceil(req.sizeBytes / chunkSizeBytes);
+    // Records chunks end at record boundaries, so how many there will be is known only at the
+    // end; a record line is at least 3 bytes ("{}" and a newline), which bounds it.
+    const chunkCount = records
+      ? Math.ceil(req.sizeBytes / 3)
+      : Math.ceil(req.sizeBytes / chunkSizeBytes);
     const replicas = this.effectiveReplicas();
     const usage = this.cluster.usage();
     const noSpace = (neededBytes: number, availableBytes: number): StoreError =>
@@ -532,7 +574,8 @@ export class Coordinator {
       .filter((u) => u.writable)
       .reduce((sum, u) => sum + Math.max(0, u.capacityBytes - u.usedBytes), 0);
     if (req.sizeBytes * replicas > freeBytes) throw noSpace(req.sizeBytes * replicas, freeBytes);
-    const sizes = Array.from({ length: chunkCount }, (_, i) =>
+    // For records the full-chunk split is an estimate: the space check is on the upper bound.
+    const sizes = Array.from({ length: Math.ceil(req.sizeBytes / chunkSizeBytes) }, (_, i) =>
       Math.min(chunkSizeBytes, req.sizeBytes - i * chunkSizeBytes),
     );
     const fit = checkFit(usage, replicas, sizes);
@@ -548,6 +591,7 @@ export class Coordinator {
       chunks: new Map(),
       lastActiveMs: this.clock.now(),
       closed: false,
+      ...(records && { records: new RecordsUpload(records.idField, name) }),
     });
     return { uploadId: id, chunkSizeBytes, maxChunksInFlight: this.opts.maxChunksInFlight };
   }
@@ -569,21 +613,30 @@ export class Coordinator {
     index: number,
     checksum: string,
     bytes: Buffer | undefined,
+    records?: unknown,
   ): Promise<void> {
     if (index >= upload.chunkCount)
       throw new StoreError(
         'STORE_BAD_REQUEST',
         `chunk ${index} is beyond the ${upload.chunkCount} chunks of "${upload.name}"`,
       );
-    const expected = Math.min(
-      upload.chunkSizeBytes,
-      upload.sizeBytes - index * upload.chunkSizeBytes,
-    );
-    if (!bytes || bytes.length !== expected) {
-      throw new StoreError(
-        'STORE_BAD_REQUEST',
-        `chunk ${index} of "${upload.name}" has ${bytes?.length ?? 0} bytes, expected ${expected}`,
+    if (upload.records) {
+      if (!bytes || bytes.length === 0 || bytes.length > upload.chunkSizeBytes)
+        throw new StoreError(
+          'STORE_BAD_REQUEST',
+          `chunk ${index} of records dataset "${upload.name}" has ${bytes?.length ?? 0} bytes, expected 1 to ${upload.chunkSizeBytes}`,
+        );
+    } else {
+      const expected = Math.min(
+        upload.chunkSizeBytes,
+        upload.sizeBytes - index * upload.chunkSizeBytes,
       );
+      if (!bytes || bytes.length !== expected) {
+        throw new StoreError(
+          'STORE_BAD_REQUEST',
+          `chunk ${index} of "${upload.name}" has ${bytes?.length ?? 0} bytes, expected ${expected}`,
+        );
+      }
     }
     const done = upload.chunks.get(index);
     if (done) {
@@ -593,6 +646,9 @@ export class Coordinator {
         `chunk ${index} of "${upload.name}" was already sent with other content`,
       );
     }
+    // Before any await: requests are handled in arrival order, which is the dataset's order, so
+    // the first repeated ID found is the first in the document.
+    if (upload.records && !upload.records.has(index)) upload.records.accept(index, records);
     const id = `${upload.id}.${index}`;
     const ranks = await this.storeCopies(id, checksum, bytes);
     if (upload.closed) {
@@ -707,7 +763,21 @@ export class Coordinator {
     }
   }
 
-  private putCommit(upload: Upload, sha256: string): Promise<FileMetadata> {
+  private putCommit(upload: Upload, sha256: string, records?: unknown): Promise<FileMetadata> {
+    let recordsIndex: RecordsIndex | undefined;
+    if (upload.records) {
+      const sent = (records as { chunks?: unknown } | undefined)?.chunks;
+      if (
+        !Number.isSafeInteger(sent) ||
+        (sent as number) < 0 ||
+        (sent as number) > upload.chunkCount
+      )
+        throw new StoreError(
+          'STORE_BAD_REQUEST',
+          'put-commit: records.chunks must be the number of chunks sent',
+        );
+      upload.chunkCount = sent as number;
+    }
     const missing = [...Array(upload.chunkCount).keys()].filter((i) => !upload.chunks.has(i));
     if (missing.length > 0) {
       throw new StoreError(
@@ -717,6 +787,11 @@ export class Coordinator {
     }
     if (!/^[0-9a-f]{64}$/.test(sha256))
       throw new StoreError('STORE_BAD_REQUEST', 'sha256 must be 64 lowercase hex digits');
+    if (upload.records) {
+      recordsIndex = upload.records.finish(records, upload.chunks.size);
+      // The upper bound given at put-begin becomes the real size.
+      upload.sizeBytes = [...upload.chunks.values()].reduce((n, c) => n + c.sizeBytes, 0);
+    }
     upload.closed = true;
     this.uploads.delete(upload.id);
     const version = Math.max(
@@ -735,6 +810,7 @@ export class Coordinator {
       chunkSizeBytes: upload.chunkSizeBytes,
       replicas: this.opts.replicas,
       chunks: [...upload.chunks.values()].sort((a, b) => a.index - b.index),
+      ...(recordsIndex && { records: recordsIndex }),
     };
     return this.commit({ op: 'commit', file }).then(() =>
       this.metadata(this.index.get(upload.name) ?? file),
@@ -791,8 +867,7 @@ export class Coordinator {
     const file = this.existing(name);
     const id = `r${this.opts.randomId()}`;
     this.reads.set(id, { id, client, file, lastActiveMs: this.clock.now() });
-    const key = versionKey(file);
-    this.pins.set(key, (this.pins.get(key) ?? 0) + 1);
+    this.pin(file);
     return {
       readId: id,
       metadata: this.metadata(file),
@@ -809,20 +884,10 @@ export class Coordinator {
   }
 
   private async getChunk(read: Read, index: number): Promise<Uint8Array> {
-    const pinned = read.file.chunks[index];
-    if (!pinned)
-      throw new StoreError('STORE_BAD_REQUEST', `"${read.file.name}" has no chunk ${index}`);
-    // Re-replication may have moved copies since the read began: ask the index for the current
-    // holders while this version is still the current one.
-    const current = this.index.get(read.file.name);
-    const chunk =
-      current && current.version === read.file.version ? (current.chunks[index] ?? pinned) : pinned;
+    const chunk = this.currentChunk(read.file, index);
     const cached = this.cache.get(chunk.id);
     if (cached && chunkChecksum(cached) === chunk.checksum) return cached;
-    // Live copies first (suspect ones after them, dead ones never), in placement order.
-    const order = chunk.ranks
-      .filter((r) => this.cluster.stateOf(r) !== 'dead')
-      .sort((a, b) => Number(!this.cluster.isAlive(a)) - Number(!this.cluster.isAlive(b)));
+    const order = this.readOrder(chunk);
     const failures: string[] = [];
     for (const rank of order) {
       try {
@@ -860,9 +925,108 @@ export class Coordinator {
     );
   }
 
-  private endRead(read: Read): void {
-    this.reads.delete(read.id);
-    const key = versionKey(read.file);
+  /**
+   * Chunk `index` of a pinned version, with its holders as the index has them now: re-replication
+   * may have moved copies since the version was pinned.
+   */
+  private currentChunk(file: FileVersion, index: number): ChunkRecord {
+    const pinned = file.chunks[index];
+    if (!pinned) throw new StoreError('STORE_BAD_REQUEST', `"${file.name}" has no chunk ${index}`);
+    const current = this.index.get(file.name);
+    return current && current.version === file.version ? (current.chunks[index] ?? pinned) : pinned;
+  }
+
+  /** The ranks to read a chunk from: live copies first (suspect ones after, dead never). */
+  private readOrder(chunk: ChunkRecord): number[] {
+    return chunk.ranks
+      .filter((r) => this.cluster.stateOf(r) !== 'dead')
+      .sort((a, b) => Number(!this.cluster.isAlive(a)) - Number(!this.cluster.isAlive(b)));
+  }
+
+  // ---- records queries -------------------------------------------------------------------------
+
+  /**
+   * One record by ID: the master index names the chunks that can hold it (one, for sorted
+   * numeric IDs), and a data rank holding a copy looks the record up itself; only the record
+   * travels back. A rank that fails is passed over for the chunk's other copy. The version is
+   * pinned meanwhile, so a replacement cannot delete the chunk under the lookup.
+   */
+  private async query(
+    name: string,
+    recordId: RecordId,
+  ): Promise<{ fields: object; payload: Uint8Array[] }> {
+    const file = this.existing(name);
+    const records = file.records;
+    if (!records)
+      throw new StoreError(
+        'STORE_BAD_REQUEST',
+        `"${file.name}" is a plain file, not a records dataset (upload JSON records with -a --records)`,
+        { name: file.name },
+      );
+    this.pin(file);
+    try {
+      for (const index of candidateChunks(records, recordId)) {
+        const found = await this.findInChunk(file, records.idField, index, recordId);
+        if (found) return { fields: { chunk: index, rank: found.rank }, payload: [found.bytes] };
+      }
+    } finally {
+      this.unpin(file);
+    }
+    throw new StoreError(
+      'STORE_NOT_FOUND',
+      `no record with ${records.idField} ${describeId(recordId)} in "${file.name}"`,
+      { name: file.name, recordId },
+    );
+  }
+
+  /** Asks a holder of chunk `index` for the record; undefined when the chunk does not hold it. */
+  private async findInChunk(
+    file: FileVersion,
+    idField: string,
+    index: number,
+    id: RecordId,
+  ): Promise<{ rank: number; bytes: Uint8Array } | undefined> {
+    const chunk = this.currentChunk(file, index);
+    const order = this.readOrder(chunk);
+    const failures: string[] = [];
+    for (const rank of order) {
+      try {
+        const { reply, payload } = await this.data.request(rank, {
+          op: 'find',
+          chunkId: chunk.id,
+          idField,
+          id,
+        });
+        return reply.found === true ? { rank, bytes: payload[0] ?? new Uint8Array() } : undefined;
+      } catch (err) {
+        failures.push(`rank ${rank}: ${err instanceof Error ? err.message : String(err)}`);
+        if (
+          err instanceof StoreError &&
+          (err.code === 'STORE_CORRUPT' || err.code === 'STORE_NOT_FOUND')
+        )
+          void this.badCopy(file.name, file.version, chunk, rank, err.code).catch(() => undefined);
+      }
+    }
+    throw new StoreError(
+      'STORE_UNAVAILABLE',
+      order.length === 0
+        ? `no live rank holds chunk ${index} of "${file.name}" now (holders: ranks ${chunk.ranks.join(', ')})`
+        : `chunk ${index} of "${file.name}" could not be searched (${failures.join('; ')})`,
+      { index },
+    );
+  }
+
+  // ---- pins ------------------------------------------------------------------------------------
+
+  /** Keeps a version's chunks from being deleted while it is read (see retire). */
+  private pin(file: FileVersion): void {
+    const key = versionKey(file);
+    this.pins.set(key, (this.pins.get(key) ?? 0) + 1);
+  }
+
+  /** Ends a pin; the last one out deletes the chunks of a version retired meanwhile. */
+  private unpin(file: FileVersion): void {
+    const key = versionKey(file);
     const left = (this.pins.get(key) ?? 1) - 1;
     if (left > 0) {
       this.pins.set(key, left);
@@ -874,6 +1038,11 @@ export class Coordinator {
       this.retired.delete(key);
       this.deleteCopies(retired.chunks);
     }
+  }
+
+  private endRead(read: Read): void {
+    this.reads.delete(read.id);
+    this.unpin(read.file);
   }
 
   // ---- deletion and retirement -----------------------------------------------------------------
@@ -948,7 +1117,29 @@ export class Coordinator {
       replicas: file.replicas,
       chunks,
       underReplicatedChunks: under,
+      ...(file.records && {
+        records: {
+          idField: file.records.idField,
+          count: file.records.count,
+          lookup: file.records.lookup,
+        },
+      }),
     };
+  }
+
+  /** Request counters and latency histograms, for `/metrics` (read-only). */
+  get metrics(): OpMetricsView {
+    return this.opMetrics;
+  }
+
+  /** The last rank state changes, oldest first, for the status page (read-only). */
+  get transitions(): RecentTransitionsView {
+    return this.recentTransitions;
+  }
+
+  /** Every current file with its replica health, as `list` answers it. */
+  files(): ListEntry[] {
+    return this.list();
   }
 
   private list(): ListEntry[] {
@@ -981,23 +1172,42 @@ export class Coordinator {
     return liveHolders(chunk, this.cluster).length < Math.min(file.replicas, this.dataRankCount());
   }
 
-  private status(): StatusResult {
+  /** The cluster as `dfs-client status`/`metrics` and the status page show it. */
+  status(): StatusResult {
     let under = 0;
-    for (const { file, chunk } of this.index.allChunks())
+    let chunks = 0;
+    const primaries = new Map<number, number>();
+    const replicas = new Map<number, number>();
+    for (const { file, chunk } of this.index.allChunks()) {
+      chunks++;
       if (this.lacksCopies(file, chunk)) under++;
+      chunk.ranks.forEach((r, i) => {
+        const counts = i === 0 ? primaries : replicas;
+        counts.set(r, (counts.get(r) ?? 0) + 1);
+      });
+    }
+    const now = this.clock.now();
     return {
-      ranks: this.cluster.all().map((r) => ({
-        rank: r.rank,
-        host: r.host,
-        state: r.state,
-        usedBytes: r.usedBytes,
-        capacityBytes: r.capacityBytes,
-        chunkCopies: r.chunkCopies,
-      })),
+      ranks: this.cluster.all().map((r) => {
+        const heard = this.health.detector.lastHeardMs(r.rank);
+        return {
+          rank: r.rank,
+          host: r.host,
+          state: r.state,
+          heartbeatAgeMs: heard === undefined ? null : Math.max(0, now - heard),
+          usedBytes: r.usedBytes,
+          capacityBytes: r.capacityBytes,
+          chunkCopies: r.chunkCopies,
+          primaryCopies: primaries.get(r.rank) ?? 0,
+          replicaCopies: replicas.get(r.rank) ?? 0,
+        };
+      }),
       replicas: this.opts.replicas,
       chunkSizeBytes: this.opts.chunkSizeBytes,
       files: this.index.size(),
+      chunks,
       underReplicatedChunks: under,
+      uptimeMs: Math.max(0, now - this.startedAtMs),
     };
   }
 

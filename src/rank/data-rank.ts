@@ -12,6 +12,7 @@ import type { ChunkStore, StoredChunk } from '../store/chunk-store.js';
 import { StoreError } from '../store/errors.js';
 import { chunkChecksum } from '../store/checksum.js';
 import { offeredCapacity } from '../store/disk-space.js';
+import { RecordLookupCache } from '../records/chunk-lookup.js';
 import { DataClient } from './data-client.js';
 import {
   TAG_COMMAND,
@@ -54,6 +55,8 @@ export interface DataRankOptions {
   rootGiveUpMs?: number;
   /** Deadline of one collective a command calls for. */
   commandTimeoutMs?: number;
+  /** Memory for records chunks indexed by ID for local queries (default 128 MiB). */
+  recordCacheBytes?: number;
   /** Bytes per second the background scrub re-reads and verifies (0 turns it off). */
   scrubBytesPerSecond?: number;
   /** Tells the transport where a restarted or joined rank can now be reached. */
@@ -65,6 +68,8 @@ export class DataRank {
   private readonly slots: Semaphore;
   private readonly stop = new AbortController();
   private readonly peers: DataClient;
+  /** Records chunks indexed by ID, for queries (the chunk is read and parsed on first use). */
+  private readonly records: RecordLookupCache;
   /** The communicator commands' collectives run over: the world at first, the live ranks later. */
   private commandComm: Communicator;
   private stopHeartbeat: () => void = () => {};
@@ -85,6 +90,9 @@ export class DataRank {
     this.slots = new Semaphore(options.maxConcurrentRequests ?? 16);
     this.peers = new DataClient(comm, options.commandTimeoutMs ?? 30_000);
     this.commandComm = comm;
+    this.records = new RecordLookupCache(options.recordCacheBytes ?? 128 * 1024 * 1024, (id) =>
+      store.get(id),
+    );
     this.diskFreeBytes = options.disk?.freeBytes;
   }
 
@@ -257,9 +265,19 @@ export class DataRank {
         }
         case 'list':
           return { reply: { reqId: req.reqId, ok: true, chunks: this.store.list() }, payload: [] };
+        case 'find': {
+          const record = await this.records.find(req.chunkId, req.idField, req.id);
+          return {
+            reply: { reqId: req.reqId, ok: true, found: record !== undefined },
+            payload: record ? [record] : [],
+          };
+        }
         case 'delete': {
           let deleted = 0;
-          for (const id of req.chunkIds) if (await this.store.delete(id)) deleted++;
+          for (const id of req.chunkIds) {
+            this.records.forget(id);
+            if (await this.store.delete(id)) deleted++;
+          }
           if (deleted > 0) this.fullAtBytes = undefined;
           return { reply: { reqId: req.reqId, ok: true, deleted }, payload: [] };
         }

@@ -14,6 +14,7 @@ import { Journal } from '../store/journal.js';
 import { formatSize, parseSize } from '../store/sizes.js';
 import { Coordinator } from './coordinator.js';
 import { DataRank } from './data-rank.js';
+import { StatusServer } from './status-page/server.js';
 
 export interface StoreOptions {
   port: number;
@@ -29,6 +30,8 @@ export interface StoreOptions {
   scrubBytesPerSecond: number;
   /** Bytes of small chunks rank 0 caches to answer small reads itself. */
   readCacheBytes: number;
+  /** Port of rank 0's status page and /metrics, on `bind` (0: any free port; undefined: none). */
+  httpPort?: number | undefined;
 }
 
 export interface RunningRank {
@@ -102,6 +105,19 @@ export async function runStore(
   const service = await ServiceSocket.bind(options.bind, options.port, {
     maxMessageBytes: options.chunkSizeBytes + 64 * 1024,
   });
+  // Bound before the start-up collectives, so a port in use fails the launch at once.
+  let statusServer: StatusServer | undefined;
+  if (options.httpPort !== undefined) {
+    try {
+      statusServer = await StatusServer.listen(coordinator, {
+        host: options.bind,
+        port: options.httpPort,
+      });
+    } catch (err) {
+      service.close();
+      throw err;
+    }
+  }
   await coordinator.start(service);
   const dataRanks = comm.size - 1;
   if (dataRanks < options.replicas) {
@@ -109,6 +125,8 @@ export async function runStore(
       `warning: ${dataRanks} data rank(s) but --replicas ${options.replicas}: files will be under-replicated (${Math.max(1, dataRanks)} copies each)`,
     );
   }
+  // Before the ready line, so whoever waits for that line can already read this one.
+  if (statusServer) log(`status page: ${statusServer.url}`);
   log(
     `MemFlow store ready: clients connect to ${options.bind}:${options.port} ` +
       `(${dataRanks} data ranks, ${options.replicas} copies, ${formatSize(options.chunkSizeBytes)} chunks, ${index.size()} files); ` +
@@ -120,6 +138,7 @@ export async function runStore(
     rank: 0,
     done,
     async stop() {
+      await statusServer?.close();
       service.close();
       await coordinator.stop();
       await journal.close();

@@ -6,6 +6,8 @@
  *
  * Tags (user tags ≥ 0 of the world communicator; collectives use their own negative tags):
  */
+import type { RecordId } from '../records/record-ids.js';
+
 export const TAG_DATA_REQUEST = 1; // rank 0 → data rank: DataRequest (+ chunk bytes for 'put')
 export const TAG_DATA_REPLY = 2; // data rank → rank 0: DataReply (+ chunk bytes for 'get')
 export const TAG_COMMAND = 3; // rank 0 → data ranks: Command, followed by its collective
@@ -25,6 +27,8 @@ export type DataRequest =
   /** Read a local copy and put it on world rank `to` (re-replication, rebalancing, repair). */
   | { op: 'copy'; reqId: number; chunkId: string; to: number }
   | { op: 'delete'; reqId: number; chunkIds: string[] }
+  /** Look a record up by ID in a records chunk this rank holds (reply: found, + its bytes). */
+  | { op: 'find'; reqId: number; chunkId: string; idField: string; id: RecordId }
   /** The rank's inventory (for a rank that rejoins: what it holds decides what is trimmed). */
   | { op: 'list'; reqId: number };
 
@@ -33,6 +37,8 @@ export type DataReply =
       reqId: number;
       ok: true;
       deleted?: number;
+      /** 'find': whether the chunk holds the record (frame 1 then carries it). */
+      found?: boolean;
       chunks?: Array<{ id: string; sizeBytes: number; checksum: string }>;
     }
   | { reqId: number; ok: false; code: string; message: string };

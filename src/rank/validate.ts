@@ -5,9 +5,10 @@
  */
 import { unpack } from 'msgpackr';
 import type { Request, RequestOp } from '../protocol/client-protocol.js';
+import { isRecordId, MAX_ID_LENGTH } from '../records/record-ids.js';
 import { StoreError } from '../store/errors.js';
 
-type FieldType = 'string' | 'int';
+type FieldType = 'string' | 'int' | 'record-id';
 const FIELDS: Record<RequestOp, Record<string, FieldType>> = {
   'put-begin': { name: 'string', sizeBytes: 'int' },
   'put-chunk': { uploadId: 'string', index: 'int', checksum: 'string' },
@@ -23,6 +24,13 @@ const FIELDS: Record<RequestOp, Record<string, FieldType>> = {
   rebalance: {},
   'put-whole': { name: 'string', checksum: 'string', sha256: 'string' },
   'get-whole': { name: 'string' },
+  query: { name: 'string', recordId: 'record-id' },
+};
+
+const FIELD_TYPES: Record<FieldType, string> = {
+  string: 'a string',
+  int: 'an integer ≥ 0',
+  'record-id': `a string (at most ${MAX_ID_LENGTH} characters) or a finite number`,
 };
 
 /** The id of a message, if it has a usable one (so even a bad request gets an answer it can match). */
@@ -60,13 +68,15 @@ export function decodeRequest(frame: Uint8Array | undefined): {
     const ok =
       type === 'string'
         ? typeof value === 'string' && value.length <= 4096
-        : Number.isSafeInteger(value) && (value as number) >= 0;
+        : type === 'record-id'
+          ? isRecordId(value)
+          : Number.isSafeInteger(value) && (value as number) >= 0;
     if (!ok)
       return {
         id,
         error: new StoreError(
           'STORE_BAD_REQUEST',
-          `${op}: field ${field} must be ${type === 'int' ? 'an integer ≥ 0' : 'a string'}`,
+          `${op}: field ${field} must be ${FIELD_TYPES[type]}`,
         ),
       };
   }

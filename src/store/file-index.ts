@@ -9,6 +9,7 @@
  * rather than editing the old one, so a FileVersion handed out (to a reader, to a snapshot being
  * written) never changes under its holder.
  */
+import type { RecordsIndex } from '../records/record-ids.js';
 import { StoreError } from './errors.js';
 
 export interface ChunkRecord {
@@ -34,6 +35,8 @@ export interface FileVersion {
   replicas: number;
   /** chunks[i].index === i. */
   chunks: ChunkRecord[];
+  /** A records dataset (JSON records, one a line, chunks cut at record boundaries): its IDs. */
+  records?: RecordsIndex;
 }
 
 export type IndexRecord =
