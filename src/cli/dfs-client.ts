@@ -193,7 +193,7 @@ function parse(args: string[]): Parsed {
     refuseOptions('metrics', { as: asName, output, force });
     const watchMs = argv.watch === undefined ? undefined : watchIntervalMs(argv.watch);
     // A watch keeps going through failures: a dead store should show within seconds, not 30.
-    const watchTimeoutMs = watchMs === undefined ? undefined : Math.max(5_000, 2 * watchMs);
+    const watchTimeoutMs = watchMs === undefined ? undefined : Math.max(3_000, 2 * watchMs);
     return {
       action: { kind: 'metrics', json, watchMs },
       server: argv.server,

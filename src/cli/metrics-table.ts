@@ -8,11 +8,16 @@
  * listed rank (dead ones included: their last known usage, so the used total matches the sum of
  * `status --json`), and a summary line:
  *
- *   RANK  HOST       STATE  HEARTBEAT   CAPACITY      USED      FREE  % USED  COPIES  PRIMARY  REPLICA
- *      1  127.0.0.1  alive      0.4 s  512.0 MiB  12.0 MiB  500.0 MiB   2.3%       6        3        3
- *      2  127.0.0.1  dead           —  512.0 MiB   8.0 MiB  504.0 MiB   1.6%       4        2        2
- *  total  2 ranks    1/2 alive         1.0 GiB   20.0 MiB   1004.0 MiB  2.0%      10        5        5
- *  3 files, 5 chunks (2 copies each), 0 under-replicated; coordinator (rank 0) up 5m 03s
+ *     RANK  HOST        STATE      HEARTBEAT   CAPACITY      USED       FREE  % USED  COPIES  PRIMARY  REPLICA
+ *        1  node1       alive          0.4 s  512.0 MiB  12.0 MiB  500.0 MiB    2.3%       6        3        3
+ *        2  node2       alive          1.3 s  512.0 MiB   8.0 MiB  504.0 MiB    1.6%       4        2        2
+ *        3  node-three  dead               —  512.0 MiB   4.0 MiB  508.0 MiB    0.8%       2        0        2
+ *    total  3 ranks     2/3 alive               1.5 GiB  24.0 MiB    1.5 GiB    1.6%      12        5        7
+ *    3 files, 5 chunks (2 copies each), 0 under-replicated; coordinator (rank 0) up 3m 03s
+ *
+ * COPIES is what the rank itself counts (leftovers not yet trimmed included); PRIMARY and REPLICA
+ * are what the index places on it (first copy of a chunk, or a later one). HEARTBEAT is the time
+ * since rank 0 last heard the rank ("—" once dead, or never heard).
  *
  * Fields a store older than this client may not send (heartbeatAgeMs, primaryCopies,
  * replicaCopies, chunks, uptimeMs) show as "—" (and are left out of the summary) rather than
@@ -140,7 +145,8 @@ export function formatDuration(ms: number | null | undefined): string {
   if (n === undefined || n < 0) return NONE;
   const tenths = Math.round(n / 100);
   if (tenths < 600) return `${(tenths / 10).toFixed(1)} s`;
-  const seconds = Math.floor(n / 1000);
+  // 59.95 s rounds to "60.0 s" above: show it as the minute it is.
+  const seconds = Math.max(60, Math.floor(n / 1000));
   const two = (v: number): string => String(v).padStart(2, '0');
   if (seconds < 3600) return `${Math.floor(seconds / 60)}m ${two(seconds % 60)}s`;
   return `${Math.floor(seconds / 3600)}h ${two(Math.floor(seconds / 60) % 60)}m`;
@@ -221,7 +227,9 @@ function totalsRow(ranks: readonly RankStatus[]): string[] {
   const t = metricsTotals(ranks);
   // Copy columns no rank reported (an older store) stay "—" rather than a misleading 0.
   const reported = (pick: (r: RankStatus) => unknown, total: number): string =>
-    ranks.some((r) => numberOrUndefined(pick(r)) !== undefined) ? formatCount(total) : NONE;
+    ranks.length === 0 || ranks.some((r) => numberOrUndefined(pick(r)) !== undefined)
+      ? formatCount(total)
+      : NONE;
   return [
     'total',
     plural(t.ranks, 'rank'),

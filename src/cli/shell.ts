@@ -9,9 +9,11 @@
  *
  *   distribute <file.json> [as NAME] [--id-field F]  store a JSON dataset as records (NAME
  *                                                    defaults to the file's base name)
- *   query <name> <id>                                one record, as JSON. An unquoted id that is a
- *                                                    JSON number (42, -3, 1.5e3) is a number;
- *                                                    anything else, and a quoted "42", a string
+ *   query <name> <id>                                one record, as JSON. IDs as dfs-client query
+ *                                                    reads them (idCandidates): an unquoted JSON
+ *                                                    number (42, -3, 1.5e3) is tried as that
+ *                                                    number, then as the same text; a quoted "42"
+ *                                                    is only the string; anything else the string
  *   put <file> [as NAME]                             upload a file
  *   get <name> [PATH|-] [--force]                    retrieve (default ./NAME; - for stdout)
  *   list [--json] · metrics [--json] · help · exit | quit
@@ -19,8 +21,9 @@
  * Interactive (stdin a terminal): a `memflow> ` prompt, line editing and history (the last 1000
  * commands, in $MEMFLOW_HISTORY, else ~/.memflow_history; MEMFLOW_HISTORY= turns it off; loaded
  * at start, each command appended as it is entered; consecutive repeats kept once, as readline
- * does). Ctrl-C clears the line, or interrupts the command that is running (upload and retrieve
- * stop cleanly; the records calls cannot be cut short and are waited for); Ctrl-D on an empty
+ * does). Ctrl-C clears the line, or interrupts the command that is running (put, get and
+ * distribute stop cleanly, leaving nothing behind; a query is one short request and is waited
+ * for); Ctrl-D on an empty
  * line, `exit` or `quit` end the session with status 0.
  *
  * Not interactive (commands piped in): no prompt, no history (like sh, a script does not fill the
@@ -41,6 +44,7 @@ import type { DfsClient } from '../client/dfs-client.js';
 import { isDfsError } from '../client/errors.js';
 import { ProgressBar } from '../client/progress.js';
 import type { FileMetadata, ListEntry } from '../protocol/client-protocol.js';
+import { idCandidates, type RecordId } from '../records/record-ids.js';
 import { formatSize } from '../store/sizes.js';
 import { EXIT, exitStatusOf } from './exit-codes.js';
 import { alignColumns, formatMetricsTable, metricsDocument } from './metrics-table.js';
@@ -111,14 +115,14 @@ export function splitShellLine(line: string): ShellWord[] {
   return words;
 }
 
-const JSON_NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
-
 /**
- * A record id as the shell passes it to queryRecord: an unquoted JSON number (42, -3, 1.5e3) is a
- * number, anything else (007, 0x1F, abc, a quoted "42") the string as written.
+ * The record IDs a query word may mean, in the order to try them, as `dfs-client query` reads its
+ * argument (idCandidates): an unquoted JSON number (42, -3, 1.5e3) is that number, then the same
+ * text as a string; a word quoted or escaped in any part ("42", '42', 4\2) is exactly its text;
+ * anything else (007, 0x1F, abc) the string as written.
  */
-export function parseRecordId(word: ShellWord): string | number {
-  return !word.quoted && JSON_NUMBER.test(word.text) ? Number(word.text) : word.text;
+export function recordIdCandidates(word: ShellWord): RecordId[] {
+  return word.quoted ? [word.text] : idCandidates(word.text);
 }
 
 export type ShellCommand =
@@ -128,7 +132,7 @@ export type ShellCommand =
   | { kind: 'list'; json: boolean }
   | { kind: 'metrics'; json: boolean }
   | { kind: 'distribute'; file: string; name: string; idField: string | undefined }
-  | { kind: 'query'; name: string; id: string | number }
+  | { kind: 'query'; name: string; ids: RecordId[] }
   | { kind: 'put'; file: string; name: string }
   | { kind: 'get'; name: string; output: string; force: boolean };
 
@@ -266,7 +270,7 @@ export function parseShellCommand(line: string): ShellCommand {
           `query: ${args.length < 2 ? 'missing arguments' : 'too many arguments'}; usage: query <name> <id>`,
         );
       }
-      return { kind: 'query', name: args[0]!.text, id: parseRecordId(args[1]!) };
+      return { kind: 'query', name: args[0]!.text, ids: recordIdCandidates(args[1]!) };
     }
     case 'put': {
       const o = options(command, args, { as: true });
@@ -343,15 +347,30 @@ export function appendHistory(file: string, line: string): boolean {
 
 // ---- running ----------------------------------------------------------------------------------
 
-/** What the shell needs of DfsClient. The records calls are optional until every build has them. */
-export type ShellClient = Pick<DfsClient, 'server' | 'upload' | 'download' | 'list' | 'status'> & {
-  putRecords?(
-    localPath: string,
-    name: string,
-    options?: { idField?: string },
-  ): Promise<FileMetadata>;
-  queryRecord?(name: string, id: string | number): Promise<unknown>;
-};
+/** What the shell needs of DfsClient (a fake in tests). */
+export type ShellClient = Pick<
+  DfsClient,
+  'server' | 'upload' | 'download' | 'list' | 'status' | 'putRecords' | 'queryRecord'
+>;
+
+/**
+ * The record for the first of `ids` the dataset has; when none is there, the error for the first
+ * (which names the ID as typed). As dfs-client query does.
+ */
+async function queryFirst(client: ShellClient, name: string, ids: RecordId[]): Promise<unknown> {
+  let first: unknown;
+  for (const id of ids) {
+    try {
+      return await client.queryRecord(name, id);
+    } catch (err) {
+      const unknownId =
+        isDfsError(err) && err.code === 'STORE_NOT_FOUND' && 'recordId' in err.detail;
+      if (!unknownId) throw err;
+      first ??= err;
+    }
+  }
+  throw first;
+}
 
 export interface ShellOptions {
   /** Ends the session (status 130): the CLI's SIGINT/SIGTERM. */
@@ -423,19 +442,21 @@ async function execute(
         : formatMetricsTable(status);
     }
     case 'distribute': {
-      if (client.putRecords === undefined)
-        throw new ShellSyntaxError('distribute: this build of the client has no records support');
-      const metadata = await client.putRecords(
-        command.file,
-        command.name,
-        command.idField === undefined ? {} : { idField: command.idField },
-      );
-      return `distributed ${metadata.name} (${describe(metadata)})`;
+      const bar = new ProgressBar({ stream: io.errors, label: command.name });
+      try {
+        const metadata = await client.putRecords(command.file, command.name, {
+          ...(command.idField === undefined ? {} : { idField: command.idField }),
+          onProgress: bar.update,
+          signal,
+        });
+        const count = metadata.records?.count ?? 0;
+        return `distributed ${metadata.name}: ${plural(count, 'record')} (${describe(metadata)})`;
+      } finally {
+        bar.finish();
+      }
     }
     case 'query': {
-      if (client.queryRecord === undefined)
-        throw new ShellSyntaxError('query: this build of the client has no records support');
-      const record = await client.queryRecord(command.name, command.id);
+      const record = await queryFirst(client, command.name, command.ids);
       return JSON.stringify(record, null, 2) ?? 'undefined';
     }
     case 'put': {
@@ -540,10 +561,15 @@ export async function runShell(client: ShellClient, options: ShellOptions): Prom
     rl.prompt();
   });
   let endedBySignal = false;
+  // Settles when the session is told to end, so that a command with no signal of its own (status,
+  // query) is not waited for.
+  let sessionEnded!: () => void;
+  const ended = new Promise<'ended'>((resolve) => (sessionEnded = () => resolve('ended')));
   const onSessionAbort = (): void => {
     endedBySignal = true;
     running?.abort();
     rl.close();
+    sessionEnded();
   };
   if (options.signal.aborted) onSessionAbort();
   options.signal.addEventListener('abort', onSessionAbort, { once: true });
@@ -576,9 +602,13 @@ export async function runShell(client: ShellClient, options: ShellOptions): Prom
         if (command.kind !== 'empty') {
           commandName = command.kind;
           running = new AbortController();
-          runningUncancellable = command.kind === 'distribute' || command.kind === 'query';
+          runningUncancellable = command.kind === 'query';
           const signal = AbortSignal.any([running.signal, options.signal]);
-          say(output, await execute(client, command, signal, { output, errors }));
+          const work = execute(client, command, signal, { output, errors });
+          work.catch(() => undefined); // Its failure is reported below, unless the session ended.
+          const result = await Promise.race([work, ended]);
+          if (result === 'ended') break;
+          say(output, result);
         }
       } catch (err) {
         const { line: message, status } = describeShellError(commandName, err);

@@ -64,7 +64,12 @@ export class RecordScanner {
   private parts: Buffer[] = [];
   private partBytes = 0;
   private recordOffset = -1;
-  private depth = 0;
+  /**
+   * The record's open `{` and `[` bytes, innermost last. A count of both kinds together would let
+   * `{"a":1]` end the record at its `]`, and `{"a":[1}` swallow the next records, so the kinds are
+   * matched (the stack is as deep as the record's nesting, bounded by maxRecordBytes).
+   */
+  private openers: number[] = [];
   private inString = false;
   private escaped = false;
 
@@ -168,9 +173,17 @@ export class RecordScanner {
     );
   }
 
+  private tooLarge(): DatasetError {
+    return new DatasetError(
+      `record ${this.nextIndex + 1} (at byte ${this.recordOffset}) is larger than ${this.maxRecordBytes} bytes, the most one chunk holds`,
+      this.recordOffset,
+      this.nextIndex,
+    );
+  }
+
   private beginRecord(at: number): void {
     this.recordOffset = at;
-    this.depth = 0;
+    this.openers = [];
     this.inString = false;
     this.escaped = false;
     this.parts = [];
@@ -181,10 +194,15 @@ export class RecordScanner {
   private scanRecord(block: Buffer, start: number, out: ScannedRecord[]): number {
     const n = block.length;
     let i = start;
-    let depth = this.depth;
+    const openers = this.openers;
     let inString = this.inString;
     let escaped = this.escaped;
+    // Block index of the record's first byte past maxRecordBytes. Checked byte by byte rather
+    // than once per block, so that an over-long record is refused at the same point (before any
+    // later problem in it) wherever the blocks happen to split the document.
+    const limit = this.recordOffset + this.maxRecordBytes - this.base;
     for (; i < n; i++) {
+      if (i >= limit) throw this.tooLarge();
       const b = block[i]!;
       if (inString) {
         if (escaped) escaped = false;
@@ -203,15 +221,10 @@ export class RecordScanner {
         continue;
       }
       if (b === QUOTE) inString = true;
-      else if (b === OPEN_BRACE || b === OPEN_BRACKET) depth++;
+      else if (b === OPEN_BRACE || b === OPEN_BRACKET) openers.push(b);
       else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) {
-        depth--;
-        if (depth === 0) {
-          i++;
-          this.finishRecord(block, start, i, out);
-          return i;
-        }
-        if (depth < 0) {
+        const opener = openers.pop();
+        if (opener !== (b === CLOSE_BRACE ? OPEN_BRACE : OPEN_BRACKET)) {
           const at = this.base + i;
           throw new DatasetError(
             `record ${this.nextIndex + 1} has an unmatched ${describeByte(b)} at byte ${at}`,
@@ -219,9 +232,13 @@ export class RecordScanner {
             this.nextIndex,
           );
         }
+        if (openers.length === 0) {
+          i++;
+          this.finishRecord(block, start, i, out);
+          return i;
+        }
       }
     }
-    this.depth = depth;
     this.inString = inString;
     this.escaped = escaped;
     this.addPart(block.subarray(start, n));
@@ -230,12 +247,7 @@ export class RecordScanner {
 
   private addPart(part: Buffer): void {
     this.partBytes += part.length;
-    if (this.partBytes > this.maxRecordBytes)
-      throw new DatasetError(
-        `record ${this.nextIndex + 1} (at byte ${this.recordOffset}) is larger than ${this.maxRecordBytes} bytes, the most one chunk holds`,
-        this.recordOffset,
-        this.nextIndex,
-      );
+    if (this.partBytes > this.maxRecordBytes) throw this.tooLarge();
     // The block is the caller's: a record spanning blocks keeps a copy of its part.
     this.parts.push(Buffer.from(part));
   }
@@ -260,12 +272,16 @@ export class RecordScanner {
 
 /**
  * The DatasetError for a record JSON.parse refused: Node names the position inside the record
- * in its message ("... in JSON at position 12"); add the record's offset to it.
+ * in its message ("... in JSON at position 12"); add the record's offset to it (in bytes).
  */
 export function syntaxErrorAt(err: unknown, record: ScannedRecord): DatasetError {
   const message = err instanceof Error ? err.message : String(err);
   const position = /position (\d+)/.exec(message);
-  const at = record.offset + (position ? Number(position[1]) : 0);
+  // Node's position counts UTF-16 code units of the decoded text, not bytes: convert it, or an
+  // error after any non-ASCII character (é, 日, 🎉) would point too early in the document.
+  const at =
+    record.offset +
+    (position ? Buffer.byteLength(record.bytes.toString('utf8').slice(0, Number(position[1]))) : 0);
   const reason = message.replace(/\s*in JSON at position \d+.*$/, '').replace(/^SyntaxError: /, '');
   return new DatasetError(
     `record ${record.index + 1} is not valid JSON at byte ${at}: ${reason}`,

@@ -39,7 +39,6 @@ import {
   startDfs,
   waitUntil,
   writePseudoRandomFile,
-  type DfsResult,
   type StoreOptions,
   type VolumeRecord,
 } from '../helpers/store-process.js';
@@ -47,6 +46,7 @@ import {
   allAlive,
   copiesOnDisk,
   expectAllReadBack,
+  expectClearFailure,
   expectDiskMatchesIndex,
   putFiles,
   rank0Lines,
@@ -95,18 +95,6 @@ async function startStore(options: StoreOptions, dataDir?: string): Promise<Stor
       : await StoreProcess.startOn(dataDir, options);
   started.push(store);
   return store;
-}
-
-/** A dfs-client run that failed the way the README promises: one line on stderr, no stack. */
-function expectClearFailure(args: string[], r: DfsResult): void {
-  const why = describeRun(args, r);
-  expect(r.timedOut, why).toBe(false);
-  expect(r.code, why).not.toBe(0);
-  expect(r.code, why).not.toBeNull();
-  const lines = r.stderr.trimEnd().split('\n');
-  expect(lines, why).toHaveLength(1);
-  expect(lines[0], why).toMatch(/^dfs-client: \S/);
-  expect(r.stderr, why).not.toMatch(/\n\s+at /);
 }
 
 /** Chunk 0 of `name`: its first copy's rank and that copy's record in the rank's volume files. */

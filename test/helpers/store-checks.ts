@@ -12,9 +12,11 @@ import { expect } from 'vitest';
 import { DfsClient } from '../../src/client/dfs-client.js';
 import type { RankState, StatusResult } from '../../src/protocol/client-protocol.js';
 import {
+  describeRun,
   liveVolumeChunksUnder,
   waitUntil,
   writePseudoRandomFile,
+  type DfsResult,
   type StoreProcess,
 } from './store-process.js';
 
@@ -218,4 +220,18 @@ export async function expectDiskMatchesIndex(store: StoreProcess, files: Files):
     Object.fromEntries([...m].map(([rank, list]) => [rank, list.length]));
   expect(count(actual()), 'copies on disk per rank').toEqual(count(expected));
   expect(actual(), 'checksums on disk per rank').toEqual(expected);
+}
+
+// ---- the command line ------------------------------------------------------------------------
+
+/** A dfs-client run that failed the way the README promises: one line on stderr, no stack. */
+export function expectClearFailure(args: string[], r: DfsResult): void {
+  const why = describeRun(args, r);
+  expect(r.timedOut, why).toBe(false);
+  expect(r.code, why).not.toBe(0);
+  expect(r.code, why).not.toBeNull();
+  const lines = r.stderr.trimEnd().split('\n');
+  expect(lines, why).toHaveLength(1);
+  expect(lines[0], why).toMatch(/^dfs-client: \S/);
+  expect(r.stderr, why).not.toMatch(/\n\s+at /);
 }

@@ -16,6 +16,8 @@ import type { Random } from '../../src/runtime/random.js';
 import { MemoryChunkStore } from '../../src/store/chunk-store.js';
 import { chunkChecksum, createFileHasher } from '../../src/store/checksum.js';
 import { FileIndex, type IndexRecord } from '../../src/store/file-index.js';
+import { RecordChunker, type RecordsChunk } from '../../src/records/record-chunker.js';
+import { RecordScanner } from '../../src/records/record-scanner.js';
 
 export class MemoryJournal implements JournalWriter {
   readonly records: IndexRecord[] = [];
@@ -133,6 +135,85 @@ export class SimClient {
       sha256: hasher.digestHex(),
     });
     return reply.metadata;
+  }
+
+  /**
+   * Uploads a JSON dataset as records, as DfsClient.putRecords does (chunks in order, each with
+   * its records' IDs). Rejects with the first refusal; the upload is aborted then.
+   */
+  async uploadRecords(name: string, document: Buffer, idField = 'id'): Promise<FileMetadata> {
+    const { reply: begin } = await this.call<{ uploadId: string; chunkSizeBytes: number }>({
+      op: 'put-begin',
+      name,
+      sizeBytes: document.length + 1,
+      records: { idField },
+    });
+    const scanner = new RecordScanner(RecordChunker.maxRecordBytes(begin.chunkSizeBytes));
+    const chunker = new RecordChunker(begin.chunkSizeBytes, idField);
+    const chunks: RecordsChunk[] = [];
+    for (const record of scanner.push(document)) {
+      const full = chunker.add(record);
+      if (full) chunks.push(full);
+    }
+    scanner.end();
+    const last = chunker.finish();
+    if (last) chunks.push(last);
+    const hasher = createFileHasher();
+    try {
+      // In order, at most 8 in flight (the window the coordinator grants).
+      // The first refusal in reply order is the one the client reports.
+      const inFlight = new Set<Promise<unknown>>();
+      let failure: { error: unknown } | undefined;
+      for (const [index, chunk] of chunks.entries()) {
+        while (inFlight.size >= 8) await Promise.race(inFlight);
+        if (failure) break;
+        hasher.update(chunk.bytes);
+        const sent = this.call(
+          {
+            op: 'put-chunk',
+            uploadId: begin.uploadId,
+            index,
+            checksum: chunkChecksum(chunk.bytes),
+            records: { first: chunk.firstRecord, ids: chunk.ids },
+          },
+          chunk.bytes,
+        )
+          .catch((error: unknown) => {
+            failure ??= { error };
+          })
+          .finally(() => inFlight.delete(sent));
+        inFlight.add(sent);
+      }
+      await Promise.all(inFlight);
+      if (failure) throw failure.error;
+      const { reply } = await this.call<{ metadata: FileMetadata }>({
+        op: 'put-commit',
+        uploadId: begin.uploadId,
+        sha256: hasher.digestHex(),
+        records: { chunks: chunks.length, count: scanner.count },
+      });
+      return reply.metadata;
+    } catch (err) {
+      await this.call({ op: 'put-abort', uploadId: begin.uploadId });
+      throw err;
+    }
+  }
+
+  /** One record by ID: the parsed record, and which chunk and rank answered. */
+  async query(
+    name: string,
+    recordId: string | number,
+  ): Promise<{ record: unknown; chunk: number; rank: number }> {
+    const { reply, payload } = await this.call<{ chunk: number; rank: number }>({
+      op: 'query',
+      name,
+      recordId,
+    });
+    return {
+      record: JSON.parse(payload!.toString('utf8')) as unknown,
+      chunk: reply.chunk,
+      rank: reply.rank,
+    };
   }
 
   async download(name: string): Promise<Buffer> {

@@ -126,8 +126,9 @@ describe('status server', () => {
     expect(res.headers.get('content-type')).toBe('text/html; charset=utf-8');
     expect(res.headers.get('content-security-policy')).toContain("default-src 'none'");
     const html = await res.text();
-    // No external asset: no src= or href= at all.
-    expect(html).not.toMatch(/\s(src|href)=/i);
+    // No external asset: no src= or href= but the empty data: icon.
+    expect(html).not.toMatch(/\s(src|href)="(?!data:)/i);
+    expect(html).not.toMatch(/https?:\/\//);
     const embedded = /<script id="initial-data" type="application\/json">(.*?)<\/script>/s.exec(
       html,
     );

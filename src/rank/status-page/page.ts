@@ -222,6 +222,7 @@ export function renderPage(snapshot: StatusSnapshot): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>MemFlow status</title>
+<link rel="icon" href="data:,">
 <style>${STYLE}</style>
 </head>
 <body>
@@ -257,6 +258,6 @@ export function renderPage(snapshot: StatusSnapshot): string {
 `;
 }
 
-/** Inline style and script only; fetches and the event stream only back to this server. */
+/** Inline style and script only (and an empty data: icon, so no browser asks for /favicon.ico); fetches and the event stream only back to this server. */
 export const PAGE_CSP =
-  "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+  "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";

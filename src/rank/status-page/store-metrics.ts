@@ -61,7 +61,9 @@ export function storeMetricFamilies(status: StatusResult, ops: OpMetricsView): M
       type: 'gauge',
       name: 'memflow_rank_heartbeat_age_seconds',
       help: 'Seconds since rank 0 last heard a data rank (absent until its first heartbeat).',
-      samples: perRank((r) => (r.heartbeatAgeMs === null ? null : Math.round(r.heartbeatAgeMs) / 1000)),
+      samples: perRank((r) =>
+        r.heartbeatAgeMs === null ? null : Math.round(r.heartbeatAgeMs) / 1000,
+      ),
     },
     {
       type: 'gauge',
