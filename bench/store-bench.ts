@@ -11,77 +11,21 @@
  * copies of an upload are) and prints the upload rate as a ratio of it. The table is printed and
  * saved as JSON in bench/results/store.json. The store is stopped at the end, also on failure.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { Writable } from 'node:stream';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { DfsClient } from '../src/client/dfs-client.js';
+import { freePort, median, ROOT, startStore, stopStore } from './local-store.js';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RUNS = Number(process.env.MEMFLOW_BENCH_RUNS ?? 3);
 const MiB = 1024 * 1024;
 const BIG_BYTES = Number(process.env.MEMFLOW_BENCH_BIG_MIB ?? 1024) * MiB;
 const SMALL_OPS = 2000;
 const SMALL_IN_FLIGHT = 16;
 const LIST_FILES = 10_000;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function startStore(dataDir: string, port: number): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [join(ROOT, 'bin', 'memflow-run.js'), '-n', '4', '--data-dir', dataDir, '--port', String(port)],
-    {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error('the store did not become ready within 60 s')),
-      60_000,
-    );
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('MemFlow store ready')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code) =>
-      reject(new Error(`the store exited (${code}) before it was ready`)),
-    );
-  });
-  return child;
-}
-
-async function stopStore(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  await exited;
-  clearTimeout(timer);
-}
 
 /** Writes `bytes` of incompressible pseudo-random data, streaming. */
 async function writeRandomFile(path: string, bytes: number): Promise<void> {

@@ -8,7 +8,7 @@
  */
 import type { ScannedRecord } from './record-scanner.js';
 import { DatasetError, syntaxErrorAt } from './record-scanner.js';
-import { describeId, type RecordId } from './record-ids.js';
+import { describeId, MAX_ID_LENGTH, type RecordId } from './record-ids.js';
 
 export interface RecordsChunk {
   bytes: Buffer;
@@ -48,6 +48,15 @@ export class RecordChunker {
    * Throws DatasetError for a record that is not valid JSON or lacks a usable ID.
    */
   add(record: ScannedRecord): RecordsChunk | undefined {
+    // The scanner refuses such a record first, but a caller that skips it must not get a chunk
+    // cut mid-record: Buffer.copy would silently truncate it and the chunk would run past its size.
+    const max = RecordChunker.maxRecordBytes(this.chunkSizeBytes);
+    if (record.bytes.length > max)
+      throw new DatasetError(
+        `record ${record.index + 1} (at byte ${record.offset}) is larger than ${max} bytes, the most one chunk holds`,
+        record.offset,
+        record.index,
+      );
     const id = this.idOf(record);
     const lineBytes = record.bytes.length + 1;
     let full: RecordsChunk | undefined;
@@ -98,8 +107,26 @@ export class RecordChunker {
         record.offset,
         record.index,
       );
-    if (typeof id === 'string') return id;
+    if (typeof id === 'string') {
+      // The store refuses a longer ID (a query could not carry it); say so here, at the record,
+      // rather than have the upload fail part way without saying which record.
+      if (id.length > MAX_ID_LENGTH)
+        throw new DatasetError(
+          `${where} has a "${this.idField}" of ${id.length} characters; an ID has at most ${MAX_ID_LENGTH}`,
+          record.offset,
+          record.index,
+        );
+      return id;
+    }
     if (typeof id === 'number') {
+      // JSON.parse reads a number beyond the double range (1e400) as ±Infinity, which is no ID
+      // (the store would refuse it part way through the upload, without naming the record).
+      if (!Number.isFinite(id))
+        throw new DatasetError(
+          `${where} has a numeric "${this.idField}" too large for a JSON number to hold (it reads as ${id}); store such IDs as strings`,
+          record.offset,
+          record.index,
+        );
       if (Number.isInteger(id) && !Number.isSafeInteger(id))
         throw new DatasetError(
           `${where} has the ID ${describeId(id)}, an integer beyond 2^53 that JSON numbers cannot hold exactly; store such IDs as strings`,
@@ -109,7 +136,7 @@ export class RecordChunker {
       return id;
     }
     throw new DatasetError(
-      `${where} has a "${this.idField}" that is ${id === null ? 'null' : `a ${Array.isArray(id) ? 'list' : typeof id}`}; an ID must be a string or a number`,
+      `${where} has a "${this.idField}" that is ${id === null ? 'null' : Array.isArray(id) ? 'a list' : typeof id === 'object' ? 'an object' : `a ${typeof id}`}; an ID must be a string or a number`,
       record.offset,
       record.index,
     );

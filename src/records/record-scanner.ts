@@ -72,13 +72,34 @@ export class RecordScanner {
   private openers: number[] = [];
   private inString = false;
   private escaped = false;
+  /** The problem found, once there is one: every later push() or end() throws it again. */
+  private failure: DatasetError | undefined;
 
   /** `maxRecordBytes`: a longer record is refused (it could never fit in a chunk). */
   constructor(private readonly maxRecordBytes: number) {}
 
-  /** Scans the next block; returns the records that ended in it. Throws DatasetError. */
+  /**
+   * Scans the next block; returns the records that ended in it. Throws DatasetError.
+   *
+   * Records the block holds before a problem are returned, and the DatasetError is thrown by the
+   * next push() or end() instead: the caller checks those records first (JSON.parse, their ID),
+   * so the problem reported is the first one in the document, wherever the blocks split it.
+   * (Throwing at once would drop them, and with them an earlier problem in the same block.)
+   */
   push(block: Buffer): ScannedRecord[] {
+    if (this.failure) throw this.failure;
     const out: ScannedRecord[] = [];
+    try {
+      this.scan(block, out);
+    } catch (err) {
+      if (!(err instanceof DatasetError)) throw err;
+      this.failure = err;
+      if (out.length === 0) throw err;
+    }
+    return out;
+  }
+
+  private scan(block: Buffer, out: ScannedRecord[]): void {
     let i = 0;
     const n = block.length;
     while (i < n) {
@@ -143,11 +164,11 @@ export class RecordScanner {
       }
     }
     this.base += n;
-    return out;
   }
 
   /** The document ended: throws DatasetError if it ended inside a record or an open array. */
   end(): void {
+    if (this.failure) throw this.failure;
     const at = this.base;
     if (this.recordOffset >= 0)
       throw new DatasetError(

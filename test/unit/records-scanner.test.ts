@@ -239,19 +239,23 @@ describe(`RecordScanner: block boundaries (seed ${seed}; replay with MEMFLOW_SEE
     const random = new SeededRandom(seed);
     for (const bad of MALFORMED) {
       const doc = Buffer.from(bad.doc, 'utf8');
-      const whole = errorOf(doc, { max: bad.max ?? BIG });
+      const whole = scan(doc, { max: bad.max ?? BIG });
       const cutsList = [
         ...Array.from({ length: doc.length + 1 }, (_, cut) => [cut]),
         oneByteCuts(doc.length),
         [random.int(doc.length + 1), random.int(doc.length + 1)].sort((a, b) => a - b),
       ];
       for (const cuts of cutsList) {
-        const err = errorOf(doc, { max: bad.max ?? BIG, cuts });
+        const split = scan(doc, { max: bad.max ?? BIG, cuts });
         const context = `seed ${seed} ${JSON.stringify(bad.doc)} cuts ${cuts.join(',')}`;
-        expect(
-          { message: err.message, offset: err.offset, record: err.record },
-          context,
-        ).toEqual({ message: whole.message, offset: whole.offset, record: whole.record });
+        // The records before the problem are handed out too, so the caller can check them first.
+        expect(split.records, context).toEqual(whole.records);
+        const [err, first] = [split.error!, whole.error!];
+        expect({ message: err.message, offset: err.offset, record: err.record }, context).toEqual({
+          message: first.message,
+          offset: first.offset,
+          record: first.record,
+        });
       }
     }
   });
@@ -460,13 +464,34 @@ describe('RecordScanner: malformed documents', () => {
     expect(err.record).toBe(bad.record);
   });
 
-  it('hands out the records before the error, and none after', () => {
-    const { records: got, error } = scan('{"id":1}\n{"id":2}\n{"id":"a\nb"}\n{"id":4}\n', {
-      cuts: [9, 18],
-    });
-    expect(got.map((r) => r.text)).toEqual(['{"id":1}', '{"id":2}']);
-    expect(error?.offset).toBe(26);
-    expect(error?.record).toBe(2);
+  it('hands out the records before the error, and none after, however the blocks split', () => {
+    const doc = '{"id":1}\n{"id":2}\n{"id":"a\nb"}\n{"id":4}\n';
+    for (const cuts of [[], [9, 18], [3], [30]]) {
+      const { records: got, error } = scan(doc, { cuts });
+      expect(got.map((r) => r.text)).toEqual(['{"id":1}', '{"id":2}']);
+      expect(error?.offset).toBe(26);
+      expect(error?.record).toBe(2);
+    }
+  });
+
+  it('returns the records of a block before its problem, then throws it on the next call', () => {
+    const scanner = new RecordScanner(BIG);
+    const got = scanner.push(Buffer.from('[{"id":1},{"id":2} x'));
+    // The caller checks these first: an earlier problem in one of them is the one to report.
+    expect(got.map((r) => r.bytes.toString())).toEqual(['{"id":1}', '{"id":2}']);
+    expect(scanner.count).toBe(2);
+    const again = (): unknown => scanner.push(Buffer.from('{"id":3}]'));
+    expect(again).toThrow(DatasetError);
+    expect(again).toThrow(/expected "," or "\]" after record 2, found "x" at byte 19/);
+    expect(() => scanner.end()).toThrow(/at byte 19/);
+    expect(scanner.count).toBe(2);
+  });
+
+  it('keeps refusing after a problem, even if the next block would be fine on its own', () => {
+    const scanner = new RecordScanner(BIG);
+    expect(() => scanner.push(Buffer.from('[1'))).toThrow(/record 1 is not a JSON object/);
+    expect(() => scanner.push(Buffer.from('{"id":1}]'))).toThrow(/record 1 is not a JSON object/);
+    expect(() => scanner.end()).toThrow(/record 1 is not a JSON object/);
   });
 
   it('counts the offset of an error across many blocks from the start of the document', () => {

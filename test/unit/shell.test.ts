@@ -292,7 +292,7 @@ function metadata(name: string, extra: Partial<FileMetadata> = {}): FileMetadata
     chunks: [],
     underReplicatedChunks: 0,
     ...extra,
-  } as FileMetadata;
+  };
 }
 
 class FakeClient {
@@ -342,7 +342,7 @@ class FakeClient {
     this.calls.push(`putRecords ${file} ${name} ${options.idField}`);
     return metadata(name, {
       records: { idField: options.idField ?? 'id', count: 3, lookup: 'hashed' },
-    } as Partial<FileMetadata>);
+    });
   }
   async queryRecord(name: string, id: string | number): Promise<unknown> {
     this.calls.push(`queryRecord ${name} ${typeof id}:${id}`);
