@@ -76,8 +76,8 @@ function parse(args: string[]): Parsed {
         '  $0 list [--json]                    list the files in the store',
         "  $0 rebalance [--json]               move copies until the data ranks' fractions used are within 5 points",
         '  $0 status [--json]                  the data ranks, their state and usage, and under-replicated chunks',
-        '  $0 metrics [--json] [--watch [S]]   every data rank: state, heartbeat age, capacity, used, free, copies; totals',
-        '  $0 shell                            an interactive prompt (distribute, query, metrics, list, get, put, help)',
+        "  $0 metrics [--json] [--watch [S]]   each data rank's state, heartbeat, usage, copies; totals",
+        '  $0 shell                            a prompt: distribute, query, metrics, list, get, put',
       ].join('\n'),
     )
     .option('a', { alias: 'upload', type: 'boolean', describe: 'upload <file>' })

@@ -22,8 +22,8 @@
  * commands, in $MEMFLOW_HISTORY, else ~/.memflow_history; MEMFLOW_HISTORY= turns it off; loaded
  * at start, each command appended as it is entered; consecutive repeats kept once, as readline
  * does). Ctrl-C clears the line, or interrupts the command that is running (put, get and
- * distribute stop cleanly, leaving nothing behind; a query is one short request and is waited
- * for); Ctrl-D on an empty
+ * distribute stop cleanly, leaving nothing behind; list, metrics and query stop waiting for
+ * their reply); Ctrl-D on an empty
  * line, `exit` or `quit` end the session with status 0.
  *
  * Not interactive (commands piped in): no prompt, no history (like sh, a script does not fill the
@@ -41,7 +41,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import type { DfsClient } from '../client/dfs-client.js';
-import { isDfsError } from '../client/errors.js';
+import { DfsError, isDfsError } from '../client/errors.js';
 import { ProgressBar } from '../client/progress.js';
 import type { FileMetadata, ListEntry } from '../protocol/client-protocol.js';
 import { idCandidates, type RecordId } from '../records/record-ids.js';
@@ -139,7 +139,7 @@ export type ShellCommand =
 export const SHELL_HELP = [
   'commands:',
   '  distribute <file.json> [as NAME] [--id-field F]  store a JSON dataset as records',
-  '  query <name> <id>                                one record as JSON ("42" quoted: a string id)',
+  '  query <name> <id>                                one record as JSON (42: the number, "42": text)',
   '  put <file> [as NAME]                             upload a file',
   '  get <name> [PATH|-] [--force]                    retrieve (default ./NAME; - for the terminal)',
   '  list [--json]                                    the files in the store',
@@ -418,6 +418,19 @@ function describe(metadata: FileMetadata): string {
   return `${formatSize(metadata.sizeBytes)}, ${plural(metadata.chunks.length, 'chunk')}, version ${metadata.version}`;
 }
 
+/**
+ * `work`, or CLIENT_ABORTED as soon as `signal` fires: for the read-only requests, which take no
+ * signal (the reply, should it come, is dropped by the client as a late one).
+ */
+function abortable<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new DfsError('CLIENT_ABORTED', 'interrupted'));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 /** Runs one command; returns the text to print (may be empty). Throws on failure. */
 async function execute(
   client: ShellClient,
@@ -432,11 +445,11 @@ async function execute(
     case 'help':
       return SHELL_HELP;
     case 'list': {
-      const files = await client.list();
+      const files = await abortable(client.list(), signal);
       return command.json ? JSON.stringify(files, null, 2) : formatFileList(files);
     }
     case 'metrics': {
-      const status = await client.status();
+      const status = await abortable(client.status(), signal);
       return command.json
         ? JSON.stringify(metricsDocument(status, new Date()), null, 2)
         : formatMetricsTable(status);
@@ -456,7 +469,7 @@ async function execute(
       }
     }
     case 'query': {
-      const record = await queryFirst(client, command.name, command.ids);
+      const record = await abortable(queryFirst(client, command.name, command.ids), signal);
       return JSON.stringify(record, null, 2) ?? 'undefined';
     }
     case 'put': {
@@ -546,12 +559,10 @@ export async function runShell(client: ShellClient, options: ShellOptions): Prom
   });
 
   let running: AbortController | undefined;
-  let runningUncancellable = false;
-  // Ctrl-C typed at the prompt (a terminal in raw mode sends it as a key, not a signal).
+  // Ctrl-C typed at the prompt (a terminal in raw mode sends it as a key, not a signal): stops
+  // the running command, else clears the line.
   rl.on('SIGINT', () => {
     if (running !== undefined) {
-      if (runningUncancellable)
-        say(errors, '^C (this command cannot be interrupted; waiting for it to end)');
       running.abort();
       return;
     }
@@ -561,15 +572,10 @@ export async function runShell(client: ShellClient, options: ShellOptions): Prom
     rl.prompt();
   });
   let endedBySignal = false;
-  // Settles when the session is told to end, so that a command with no signal of its own (status,
-  // query) is not waited for.
-  let sessionEnded!: () => void;
-  const ended = new Promise<'ended'>((resolve) => (sessionEnded = () => resolve('ended')));
+  // The running command sees it through its signal (every command stops on its signal).
   const onSessionAbort = (): void => {
     endedBySignal = true;
-    running?.abort();
     rl.close();
-    sessionEnded();
   };
   if (options.signal.aborted) onSessionAbort();
   options.signal.addEventListener('abort', onSessionAbort, { once: true });
@@ -602,15 +608,11 @@ export async function runShell(client: ShellClient, options: ShellOptions): Prom
         if (command.kind !== 'empty') {
           commandName = command.kind;
           running = new AbortController();
-          runningUncancellable = command.kind === 'query';
           const signal = AbortSignal.any([running.signal, options.signal]);
-          const work = execute(client, command, signal, { output, errors });
-          work.catch(() => undefined); // Its failure is reported below, unless the session ended.
-          const result = await Promise.race([work, ended]);
-          if (result === 'ended') break;
-          say(output, result);
+          say(output, await execute(client, command, signal, { output, errors }));
         }
       } catch (err) {
+        if (endedBySignal) break;
         const { line: message, status } = describeShellError(commandName, err);
         say(errors, message);
         lastFailure = status;

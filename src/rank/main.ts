@@ -103,6 +103,8 @@ export async function runStore(
   });
   late.onRegistered = (rank, endpoint) => coordinator.onRankRegistered(rank, endpoint);
   const service = await ServiceSocket.bind(options.bind, options.port, {
+    // ZeroMQ applies the limit to each frame: a records put-chunk's IDs (frame 0) are never
+    // longer than its records (frame 1), so one chunk plus headroom bounds both.
     maxMessageBytes: options.chunkSizeBytes + 64 * 1024,
   });
   // Bound before the start-up collectives, so a port in use fails the launch at once.

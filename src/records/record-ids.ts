@@ -159,20 +159,64 @@ export interface DuplicateId {
  * Every ID of an upload in progress, to refuse a repeated one. Chunks are added in the order the
  * client sent them (which is the dataset's order), so the first duplicate found is the first one
  * in the document.
+ *
+ * The common case — numeric IDs in increasing order — cannot repeat, so while the IDs keep
+ * increasing they only go into a typed array (8 bytes an ID, no hashing); once the order breaks,
+ * later IDs are checked against that sorted prefix by binary search and against a map of the rest.
  */
 export class IdRegistry {
+  private prefix = new Float64Array(1024);
+  private prefixLength = 0;
+  /** The record the prefix starts at (records in it are consecutive). */
+  private prefixFirst = 0;
+  private increasing = true;
   private readonly numbers = new Map<number, number>();
   private readonly strings = new Map<string, number>();
 
   add(first: number, ids: readonly RecordId[]): DuplicateId | undefined {
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
-      const map: Map<RecordId, number> = typeof id === 'number' ? this.numbers : this.strings;
-      const earlier = map.get(id);
-      if (earlier !== undefined) return { id, record: first + i, earlier };
-      map.set(id, first + i);
+      const record = first + i;
+      if (
+        this.increasing &&
+        typeof id === 'number' &&
+        (this.prefixLength === 0 || id > this.prefix[this.prefixLength - 1]!)
+      ) {
+        if (this.prefixLength === 0) this.prefixFirst = record;
+        this.append(id);
+        continue;
+      }
+      this.increasing = false;
+      const earlier = this.find(id);
+      if (earlier !== undefined) return { id, record, earlier };
+      if (typeof id === 'number') this.numbers.set(id, record);
+      else this.strings.set(id, record);
     }
     return undefined;
+  }
+
+  /** The position of an earlier record with `id`. */
+  private find(id: RecordId): number | undefined {
+    if (typeof id === 'string') return this.strings.get(id);
+    let lo = 0;
+    let hi = this.prefixLength - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const v = this.prefix[mid]!;
+      if (v === id) return this.prefixFirst + mid;
+      if (v < id) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return this.numbers.get(id);
+  }
+
+  private append(id: number): void {
+    if (this.prefixLength === this.prefix.length) {
+      const grown = new Float64Array(this.prefix.length * 2);
+      grown.set(this.prefix);
+      this.prefix = grown;
+    }
+    this.prefix[this.prefixLength++] = id;
   }
 }
 

@@ -182,6 +182,16 @@ describe('records datasets through dfs-client', () => {
     );
   });
 
+  it('records as small as {"id":N}: a chunk\'s IDs weigh nearly as much as its records, and still go through', async () => {
+    const store = await StoreProcess.start({ chunkSize: '256K' });
+    const work = makeTempDir('records');
+    const rows = Array.from({ length: 100_000 }, (_, i) => ({ id: 900_000 + i }));
+    const file = writeJson(work, 'tiny.ndjson', rows, 'ndjson');
+    const put = await ok(store.server, [file, '-a', '--records']);
+    expect(put.stdout.toString()).toMatch(/100000 records/);
+    expect(await query(store, 'tiny.ndjson', '987654')).toEqual({ id: 987_654 });
+  });
+
   it('a dataset larger than the client heap limit streams through (NDJSON, 4 MiB chunks), and every record can be found', async () => {
     const store = await StoreProcess.start({});
     const work = makeTempDir('records');

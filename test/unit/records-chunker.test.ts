@@ -316,9 +316,7 @@ describe(`RecordChunker: random datasets (seed ${seed}; replay with MEMFLOW_SEED
           // Each line is its source record, byte for byte, but for CR/LF turned into spaces.
           const source = scanned[first + i]!.bytes.toString('utf8');
           expect(line, at).toBe(source.replace(/[\r\n]/g, ' '));
-          expect(doc.subarray(chunk.offsets[i]!).toString('utf8').startsWith(source), at).toBe(
-            true,
-          );
+          expect(doc.subarray(chunk.offsets[i]).toString('utf8').startsWith(source), at).toBe(true);
         }
         const next = chunks[k + 1];
         // Greedy: the next chunk's first record would not have fitted in this one.
@@ -393,10 +391,7 @@ describe('DatasetReader', () => {
     for (const boundary of [MiB, 2 * MiB]) {
       const straddling = offsets.findIndex((o, i) => o < boundary && o + lengths[i]! > boundary);
       expect(straddling).toBeGreaterThan(0);
-      const source = doc.subarray(
-        offsets[straddling]!,
-        offsets[straddling]! + lengths[straddling]!,
-      );
+      const source = doc.subarray(offsets[straddling], offsets[straddling]! + lengths[straddling]!);
       expect(JSON.parse(source.toString('utf8'))).toEqual(data[straddling]);
     }
   });
