@@ -32,9 +32,10 @@ import { hideBin } from 'yargs/helpers';
 import type { DfsClient } from '../client/dfs-client.js';
 import { DfsError, isDfsError } from '../client/errors.js';
 import { ProgressBar } from '../client/progress.js';
-import type { FileMetadata, ListEntry, StatusResult } from '../protocol/client-protocol.js';
+import type { FileMetadata, StatusResult } from '../protocol/client-protocol.js';
 import { formatSize } from '../store/sizes.js';
 import { EXIT, exitStatusOf } from './exit-codes.js';
+import { describeLayout, formatList, formatTime, plural, queryFirst, table } from './output.js';
 
 const NAME = 'dfs-client';
 
@@ -482,59 +483,6 @@ function formatSeconds(seconds: number): string {
   return `${seconds < 10 ? seconds.toFixed(2) : seconds.toFixed(1)} s`;
 }
 
-function plural(count: number, word: string): string {
-  return `${count} ${word}${count === 1 ? '' : 's'}`;
-}
-
-/** "12.3 MiB, 4 chunks, 2 copies each" (and what is missing when some chunk lacks copies). */
-function describeLayout(metadata: FileMetadata): string {
-  const parts = [formatSize(metadata.sizeBytes), plural(metadata.chunks.length, 'chunk')];
-  const counts = metadata.chunks.map((chunk) => chunk.copies.length);
-  if (counts.length > 0) {
-    const least = Math.min(...counts);
-    const most = Math.max(...counts);
-    parts.push(
-      least === most
-        ? `${plural(least, 'copy').replace('copys', 'copies')} each`
-        : `${least}-${most} copies`,
-    );
-  }
-  if (metadata.underReplicatedChunks > 0) {
-    parts.push(`${plural(metadata.underReplicatedChunks, 'chunk')} under-replicated`);
-  }
-  return parts.join(', ');
-}
-
-/** Local time as "YYYY-MM-DD HH:MM:SS"; the text as given if it is not a date. */
-function formatTime(iso: string): string {
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return iso;
-  const two = (n: number): string => String(n).padStart(2, '0');
-  return (
-    `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())} ` +
-    `${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}`
-  );
-}
-
-/** Rows of cells padded to the widest cell of each column; `right` lists right-aligned columns. */
-function table(rows: string[][], right: ReadonlySet<number> = new Set()): string {
-  const widths: number[] = [];
-  for (const row of rows) {
-    row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
-  }
-  return rows
-    .map((row) =>
-      row
-        .map((cell, i) => {
-          const width = widths[i] ?? 0;
-          if (i === row.length - 1 && !right.has(i)) return cell;
-          return right.has(i) ? cell.padStart(width) : cell.padEnd(width);
-        })
-        .join('  '),
-    )
-    .join('\n');
-}
-
 function formatMetadata(metadata: FileMetadata): string {
   const health =
     metadata.underReplicatedChunks > 0
@@ -572,42 +520,6 @@ function formatMetadata(metadata: FileMetadata): string {
     new Set([0, 1]),
   );
   return `${header}\n\n${chunkTable}`;
-}
-
-/**
- * The record for the first of `ids` the dataset has (a number, then the same text as a string);
- * when none is there, the error for the first, which names the ID as the user typed it.
- */
-async function queryFirst(
-  client: DfsClient,
-  name: string,
-  ids: Array<string | number>,
-): Promise<unknown> {
-  let first: unknown;
-  for (const id of ids) {
-    try {
-      return await client.queryRecord(name, id);
-    } catch (err) {
-      const unknownId =
-        isDfsError(err) && err.code === 'STORE_NOT_FOUND' && 'recordId' in err.detail;
-      if (!unknownId) throw err;
-      first ??= err;
-    }
-  }
-  throw first;
-}
-
-function formatList(files: ListEntry[]): string {
-  if (files.length === 0) return 'no files in the store';
-  const sorted = [...files].sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
-  const rows = sorted.map((file) => [
-    file.name,
-    formatSize(file.sizeBytes),
-    formatTime(file.modified),
-    file.health,
-  ]);
-  const total = files.reduce((sum, file) => sum + file.sizeBytes, 0);
-  return `${table([['NAME', 'SIZE', 'MODIFIED', 'HEALTH'], ...rows], new Set([1]))}\n${plural(files.length, 'file')}, ${formatSize(total)}`;
 }
 
 // ---- errors -----------------------------------------------------------------------------------

@@ -43,11 +43,12 @@ import readline from 'node:readline';
 import type { DfsClient } from '../client/dfs-client.js';
 import { DfsError, isDfsError } from '../client/errors.js';
 import { ProgressBar } from '../client/progress.js';
-import type { FileMetadata, ListEntry } from '../protocol/client-protocol.js';
+import type { FileMetadata } from '../protocol/client-protocol.js';
 import { idCandidates, type RecordId } from '../records/record-ids.js';
 import { formatSize } from '../store/sizes.js';
 import { EXIT, exitStatusOf } from './exit-codes.js';
-import { alignColumns, formatMetricsTable, metricsDocument } from './metrics-table.js';
+import { formatMetricsTable, metricsDocument } from './metrics-table.js';
+import { formatList, plural, queryFirst } from './output.js';
 
 export const PROMPT = 'memflow> ';
 export const HISTORY_LIMIT = 1000;
@@ -353,25 +354,6 @@ export type ShellClient = Pick<
   'server' | 'upload' | 'download' | 'list' | 'status' | 'putRecords' | 'queryRecord'
 >;
 
-/**
- * The record for the first of `ids` the dataset has; when none is there, the error for the first
- * (which names the ID as typed). As dfs-client query does.
- */
-async function queryFirst(client: ShellClient, name: string, ids: RecordId[]): Promise<unknown> {
-  let first: unknown;
-  for (const id of ids) {
-    try {
-      return await client.queryRecord(name, id);
-    } catch (err) {
-      const unknownId =
-        isDfsError(err) && err.code === 'STORE_NOT_FOUND' && 'recordId' in err.detail;
-      if (!unknownId) throw err;
-      first ??= err;
-    }
-  }
-  throw first;
-}
-
 export interface ShellOptions {
   /** Ends the session (status 130): the CLI's SIGINT/SIGTERM. */
   signal: AbortSignal;
@@ -379,39 +361,6 @@ export interface ShellOptions {
   output?: NodeJS.WritableStream & { isTTY?: boolean };
   errors?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
   env?: NodeJS.ProcessEnv;
-}
-
-function plural(count: number, word: string): string {
-  return `${count} ${word}${count === 1 ? '' : 's'}`;
-}
-
-/** Local time as "YYYY-MM-DD HH:MM:SS"; the text as given if it is not a date. */
-function formatTime(iso: string): string {
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return iso;
-  const two = (n: number): string => String(n).padStart(2, '0');
-  return (
-    `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())} ` +
-    `${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}`
-  );
-}
-
-/** The files as `dfs-client list` shows them. */
-export function formatFileList(files: readonly ListEntry[]): string {
-  if (files.length === 0) return 'no files in the store';
-  const sorted = [...files].sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
-  const rows = sorted.map((f) => [
-    f.name,
-    formatSize(f.sizeBytes),
-    formatTime(f.modified),
-    f.health,
-  ]);
-  const total = files.reduce((sum, f) => sum + f.sizeBytes, 0);
-  const table = alignColumns(
-    [['NAME', 'SIZE', 'MODIFIED', 'HEALTH'], ...rows],
-    ['left', 'right', 'left', 'left'],
-  );
-  return `${table.join('\n')}\n${plural(files.length, 'file')}, ${formatSize(total)}`;
 }
 
 function describe(metadata: FileMetadata): string {
@@ -446,7 +395,7 @@ async function execute(
       return SHELL_HELP;
     case 'list': {
       const files = await abortable(client.list(), signal);
-      return command.json ? JSON.stringify(files, null, 2) : formatFileList(files);
+      return command.json ? JSON.stringify(files, null, 2) : formatList(files);
     }
     case 'metrics': {
       const status = await abortable(client.status(), signal);
