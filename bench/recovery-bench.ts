@@ -22,15 +22,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { DfsClient } from '../src/client/dfs-client.js';
 import type { StatusResult } from '../src/protocol/client-protocol.js';
+import { freePort, ROOT } from './local-store.js';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RUNS = Number(process.env.MEMFLOW_BENCH_RUNS ?? 3);
 const MiB = 1024 * 1024;
 const DATA_BYTES = Number(process.env.MEMFLOW_RECOVERY_MIB ?? 1024) * MiB;
@@ -70,17 +68,6 @@ interface Store {
 }
 
 const live = new Set<Store>();
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function argvOf(pid: number): string[] {
   try {
