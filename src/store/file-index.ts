@@ -216,6 +216,25 @@ function checkChunk(c: unknown, i: number): ChunkRecord {
   return c as unknown as ChunkRecord;
 }
 
+/** A records dataset's ID index: one entry per chunk, of the kind its lookup reads. */
+function checkRecordsIndex(r: unknown, chunkCount: number): void {
+  if (!isObject(r)) bad('file.records is not an object');
+  if (typeof r.idField !== 'string' || r.idField === '') bad('file.records.idField is missing');
+  if (!isCount(r.count)) bad('file.records.count must be a non-negative integer');
+  if (r.lookup !== 'ranges' && r.lookup !== 'hashed') bad('file.records.lookup is unknown');
+  if (!Array.isArray(r.chunks) || r.chunks.length !== chunkCount)
+    bad('file.records.chunks must have one entry per chunk');
+  r.chunks.forEach((c: unknown, i: number) => {
+    if (!isObject(c) || !isCount(c.first) || !isCount(c.count))
+      bad(`file.records.chunks[${i}] needs first and count`);
+    const ok =
+      r.lookup === 'ranges'
+        ? typeof c.min === 'number' && typeof c.max === 'number' && c.min <= c.max
+        : c.hashes instanceof Uint8Array && c.hashes.byteLength === 4 * c.count;
+    if (!ok) bad(`file.records.chunks[${i}] does not fit lookup ${String(r.lookup)}`);
+  });
+}
+
 /**
  * Returns `value` typed as an IndexRecord if it has the shape of one (every field present with
  * the right type, chunks[i].index === i). Throws StoreError STORE_BAD_REQUEST naming the first
@@ -243,6 +262,7 @@ export function validateIndexRecord(value: unknown): IndexRecord {
       if (!Array.isArray(f.chunks) || f.chunks.length > MAX_CHUNKS_PER_FILE)
         bad('file.chunks must be a list');
       f.chunks.forEach(checkChunk);
+      if (f.records !== undefined) checkRecordsIndex(f.records, f.chunks.length);
       return value as unknown as IndexRecord;
     }
     case 'delete':

@@ -5,6 +5,7 @@
  * snapshot() rebuilds the same state. Method: small hand-built histories; validateIndexRecord is
  * checked against well-formed and malformed records.
  */
+import type { RecordsIndex } from '../../src/records/record-ids.js';
 import { describe, expect, it } from 'vitest';
 import { isStoreError } from '../../src/store/errors.js';
 import {
@@ -209,6 +210,25 @@ describe('compareCodePoints', () => {
   });
 });
 
+const rangedRecords: RecordsIndex = {
+  idField: 'id',
+  count: 4,
+  lookup: 'ranges',
+  chunks: [
+    { first: 0, count: 2, min: 1, max: 2 },
+    { first: 2, count: 2, min: 5, max: 9 },
+  ],
+};
+const hashedRecords: RecordsIndex = {
+  idField: 'key',
+  count: 4,
+  lookup: 'hashed',
+  chunks: [
+    { first: 0, count: 2, hashes: new Uint8Array(8) },
+    { first: 2, count: 2, hashes: new Uint8Array(8) },
+  ],
+};
+
 describe('validateIndexRecord', () => {
   it('accepts every kind of well-formed record', () => {
     const good: IndexRecord[] = [
@@ -217,6 +237,8 @@ describe('validateIndexRecord', () => {
       del('a'),
       { op: 'set-copies', name: 'a', version: 1, index: 0, ranks: [] },
       { op: 'version-floor', name: 'a', version: 9 },
+      commit({ ...version('ranged', 1), records: rangedRecords }),
+      commit({ ...version('hashed', 1), records: hashedRecords }),
     ];
     for (const r of good) expect(validateIndexRecord(r)).toBe(r);
   });
@@ -237,6 +259,33 @@ describe('validateIndexRecord', () => {
       { op: 'set-copies', name: 'a', version: 1, index: 0, ranks: 'x' },
     ],
     ['version-floor without a name', { op: 'version-floor', version: 1 }],
+    [
+      'a records index with an entry missing',
+      { op: 'commit', file: { ...version('r', 1), records: { ...rangedRecords, chunks: [] } } },
+    ],
+    [
+      'a ranged records index without a range',
+      {
+        op: 'commit',
+        file: {
+          ...version('r', 1),
+          records: { ...rangedRecords, chunks: [{ first: 0, count: 2 }, rangedRecords.chunks[1]] },
+        },
+      },
+    ],
+    [
+      'hashes that do not match the record count',
+      {
+        op: 'commit',
+        file: {
+          ...version('r', 1),
+          records: {
+            ...hashedRecords,
+            chunks: [{ first: 0, count: 3, hashes: new Uint8Array(8) }, hashedRecords.chunks[1]],
+          },
+        },
+      },
+    ],
   ])('refuses %s with STORE_BAD_REQUEST', (_what, value) => {
     try {
       validateIndexRecord(value);
