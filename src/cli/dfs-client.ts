@@ -43,7 +43,14 @@ type Action =
   | { kind: 'upload'; file: string; as: string | undefined }
   | { kind: 'distribute'; file: string; as: string | undefined; idField: string }
   | { kind: 'query'; name: string; id: string; json: boolean }
-  | { kind: 'retrieve'; name: string; output: string; force: boolean; ndjson: boolean }
+  | {
+      kind: 'retrieve';
+      name: string;
+      output: string;
+      force: boolean;
+      ndjson: boolean;
+      verify: boolean;
+    }
   | { kind: 'metadata'; name: string; json: boolean }
   | { kind: 'delete'; name: string }
   | { kind: 'list'; json: boolean }
@@ -71,7 +78,7 @@ function parse(args: string[]): Parsed {
         '  $0 <data.json> -a --records [--id-field F] [--as NAME]',
         '                                      store a JSON array or NDJSON as records, indexed by ID',
         '  $0 query <name> <id>                print one record of a records dataset as JSON',
-        '  $0 <name> -r [-o PATH|-] [--force]  retrieve a file (default ./NAME; "-" for stdout)',
+        '  $0 <name> -r [-o PATH|-] [--force] [--verify]  retrieve a file (default ./NAME; "-" for stdout)',
         "  $0 <name> -m [--json]               show a file's metadata",
         '  $0 <name> -d                        delete a file',
         '  $0 list [--json]                    list the files in the store',
@@ -102,6 +109,11 @@ function parse(args: string[]): Parsed {
     .option('id-field', {
       type: 'string',
       describe: 'with -a --records: the field holding each record\'s ID (default "id")',
+    })
+    .option('verify', {
+      type: 'boolean',
+      describe:
+        "with -r: also recompute the whole file's sha256 and compare it with the store's (every chunk is checked against its BLAKE3 checksum either way)",
     })
     .option('ndjson', {
       type: 'boolean',
@@ -154,6 +166,9 @@ function parse(args: string[]): Parsed {
     throw new UsageError('--records goes with -a (upload)');
   if (ndjson && !(chosen.length === 1 && chosen[0] === 'r'))
     throw new UsageError('--ndjson goes with -r (retrieve)');
+  const verify = argv.verify === true;
+  if (verify && !(chosen.length === 1 && chosen[0] === 'r'))
+    throw new UsageError('--verify goes with -r (retrieve)');
   // "query NAME ID" is the one command with more than one positional.
   if (positionals[0] === 'query' && chosen.length === 0) {
     if (positionals.length !== 3)
@@ -234,6 +249,7 @@ function parse(args: string[]): Parsed {
           output: output ?? defaultOutput(target),
           force,
           ndjson,
+          verify,
         },
         ...common,
       };
@@ -343,6 +359,7 @@ async function perform(
             onProgress: bar.update,
             signal,
             records: action.ndjson ? 'ndjson' : 'json',
+            verifySha256: action.verify,
           },
         );
         bar.finish();

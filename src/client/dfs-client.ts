@@ -15,7 +15,8 @@
  *   the same window and writes chunks in order; chunks that arrive early wait in a reorder buffer
  *   that the window bounds too.
  * - Integrity end to end: every chunk is checked against its checksum before a single byte of it is
- *   written, and the whole content against its sha256 at the end. A download to a path goes to a
+ *   written (the BLAKE3 the uploading client computed, in index order: the whole content, end to
+ *   end), and, when asked (verifySha256), the whole content against its sha256. A download to a path goes to a
  *   temporary file in the target's directory, renamed into place only when everything checked out,
  *   so a failed download leaves nothing behind.
  */
@@ -78,6 +79,13 @@ export interface DownloadOptions {
    * 'ndjson' the stored form, one record a line. Plain files ignore it.
    */
   records?: 'json' | 'ndjson';
+  /**
+   * Also recompute the whole content's sha256 and compare it with the metadata's (CLIENT_INTEGRITY
+   * if they differ). Every chunk is checked against the BLAKE3 checksum the uploading client
+   * computed, in index order, whatever this says — that already verifies the whole content end
+   * to end; the sha256 on top costs about a third of the client's CPU on a large retrieve.
+   */
+  verifySha256?: boolean;
   onProgress?: (progress: TransferProgress) => void;
   /** Aborts the transfer; nothing is left at the target path and the call fails CLIENT_ABORTED. */
   signal?: AbortSignal;
@@ -395,6 +403,7 @@ export class DfsClient {
   ): Promise<FileMetadata> {
     const { signal, onProgress } = options;
     const force = options.force === true;
+    const verifySha256 = options.verifySha256 === true;
     const targetPath = typeof dest === 'string' ? await checkTarget(dest, force) : undefined;
 
     // One round trip for a one-chunk file; otherwise this is get-begin and the read goes on.
@@ -419,7 +428,7 @@ export class DfsClient {
             metadata,
             window,
             asArray ? new JsonArraySink(sink) : sink,
-            { signal, onProgress },
+            { signal, onProgress, verifySha256 },
           );
         } finally {
           sink.detach();
@@ -428,6 +437,7 @@ export class DfsClient {
         await this.downloadToPath(fetch, metadata, window, targetPath, force, asArray, {
           signal,
           onProgress,
+          verifySha256,
         });
       }
       return metadata;
@@ -551,10 +561,7 @@ export class DfsClient {
     targetPath: string,
     force: boolean,
     asArray: boolean,
-    progress: {
-      signal: AbortSignal | undefined;
-      onProgress: ((p: TransferProgress) => void) | undefined;
-    },
+    progress: ReceiveOptions,
   ): Promise<void> {
     const dir = path.dirname(targetPath);
     // A dot-name beside the target: same file system (so rename is atomic), hidden from ls.
@@ -595,15 +602,12 @@ export class DfsClient {
     metadata: FileMetadata,
     window: number,
     sink: ChunkSink,
-    progress: {
-      signal: AbortSignal | undefined;
-      onProgress: ((p: TransferProgress) => void) | undefined;
-    },
+    progress: ReceiveOptions,
   ): Promise<void> {
     const { signal, onProgress } = progress;
     const { chunks } = metadata;
     const started = new Map<number, Promise<Buffer>>();
-    const hasher = createFileHasher();
+    const hasher = progress.verifySha256 ? createFileHasher() : undefined;
     let nextRequest = 0;
     let doneBytes = 0;
     let writing = Promise.resolve();
@@ -624,7 +628,7 @@ export class DfsClient {
         started.delete(chunk.index);
         const data = await fetched;
         verifyChunk(metadata.name, chunk, data);
-        hasher.update(data);
+        hasher?.update(data);
         // One write in flight at a time, overlapped with checking the next chunk: hashing runs on
         // this thread, writing on libuv's pool, so the two proceed side by side.
         await writing;
@@ -641,8 +645,8 @@ export class DfsClient {
       await writing.catch(() => undefined);
       throw err;
     }
-    const sha256 = hasher.digestHex();
-    if (sha256 !== metadata.sha256) {
+    const sha256 = hasher?.digestHex();
+    if (sha256 !== undefined && sha256 !== metadata.sha256) {
       throw new DfsError(
         'CLIENT_INTEGRITY',
         `"${metadata.name}" does not match its sha256 (expected ${metadata.sha256}, got ${sha256})`,
@@ -1016,6 +1020,12 @@ async function placeFile(tempPath: string, targetPath: string, force: boolean): 
   await rename(tempPath, targetPath).catch((err: unknown) => {
     throw localPathError(targetPath, err, 'cannot write');
   });
+}
+
+interface ReceiveOptions {
+  signal: AbortSignal | undefined;
+  onProgress: ((p: TransferProgress) => void) | undefined;
+  verifySha256: boolean;
 }
 
 interface ChunkSink {

@@ -130,6 +130,11 @@ describe('upload, list, metadata, retrieve (64 KiB chunks, 4 ranks, 2 copies)', 
     const retrieve = await client(['basic.bin', '-r', '-o', out], 0);
     expect(retrieve.stdout.toString()).toMatch(/^retrieved basic\.bin .*version 1\) to /);
     expect(await sha256File(out)).toBe(sha);
+    // --verify also recomputes the whole sha256 (each chunk's BLAKE3 is checked either way).
+    const verified = path.join(work, 'basic.verified');
+    await client(['basic.bin', '-r', '-o', verified, '--verify'], 0);
+    expect(await sha256File(verified)).toBe(sha);
+    await client(['basic.bin', '-m', '--verify'], 2);
   });
 
   it('-r -o - writes exactly the file to stdout and nothing else (3 chunks + 17 bytes)', async () => {

@@ -90,6 +90,8 @@ interface FakeOptions {
   chunkPolicy?: ChunkPolicy;
   /** get-chunk of this index returns bytes with one bit flipped. */
   corruptIndex?: number;
+  /** Metadata carries a sha256 that is not the content's (its chunk checksums are right). */
+  wrongSha256?: boolean;
   /** An error reply instead of the normal one, for requests it matches. */
   failWith?: (msg: Record<string, unknown>) => WireError | undefined;
   /** Never reply to anything. */
@@ -411,7 +413,7 @@ class FakeCoordinator {
     return {
       name,
       sizeBytes: data.length,
-      sha256: sha256(data),
+      sha256: this.options.wrongSha256 === true ? 'ee'.repeat(32) : sha256(data),
       version: 1,
       created: now,
       modified: now,
@@ -686,6 +688,21 @@ describe('download', () => {
     expect(existsSync(target)).toBe(false);
     expect(await readdir(dir)).toEqual([]);
     await waitFor(() => f.ops().includes('get-end'), 'get-end');
+  });
+
+  it('checks the whole sha256 only when asked (verifySha256): a mismatch then fails CLIENT_INTEGRITY and leaves no file', async () => {
+    const f = await startFake({ chunkSizeBytes: KIB, wrongSha256: true });
+    const data = content(3 * KIB + 5);
+    f.put('odd', data);
+    const client = clientFor(f.server);
+    const plain = path.join(dir, 'plain');
+    await client.download('odd', plain);
+    expect((await readFile(plain)).equals(data)).toBe(true);
+    const checked = path.join(dir, 'checked');
+    const err = await rejection(client.download('odd', checked, { verifySha256: true }));
+    expect(err.code).toBe('CLIENT_INTEGRITY');
+    expect(err.message).toMatch(/does not match its sha256/);
+    expect(await readdir(dir)).toEqual(['plain']);
   });
 
   it('never writes a corrupt chunk to a stream: only the chunks before it go out', async () => {
