@@ -17,6 +17,8 @@ export interface RankInfo {
   reservedBytes: number;
   chunkCopies: number;
   state: RankState;
+  /** The seq of the newest report taken (RankReport.seq; 0 before any). */
+  reportSeq: number;
 }
 
 export class Cluster {
@@ -33,6 +35,8 @@ export class Cluster {
       reservedBytes: known?.reservedBytes ?? 0,
       chunkCopies: report.chunkCount,
       state: known?.state ?? 'alive',
+      // A restarted rank counts its reports from 1 again: its first report starts afresh.
+      reportSeq: report.seq,
     });
   }
 
@@ -83,22 +87,34 @@ export class Cluster {
     if (info) info.reservedBytes += bytes;
   }
 
-  /** Ends a reservation; when `stored`, the bytes now count as a stored copy. */
-  release(rank: number, bytes: number, stored: boolean): void {
+  /**
+   * Ends a reservation; when `stored`, the bytes now count as a stored copy — unless a report the
+   * rank made after storing it (seq > `reportSeq`, from the put's reply) was taken already: that
+   * report counts it, and counting it again would make the rank look fuller than it is until
+   * the next heartbeat (and an upload be refused for space that exists).
+   */
+  release(rank: number, bytes: number, stored: boolean, reportSeq?: number): void {
     const info = this.ranks.get(rank);
     if (!info) return;
     info.reservedBytes = Math.max(0, info.reservedBytes - bytes);
-    if (stored) {
+    if (stored && !this.reportedSince(info, reportSeq)) {
       info.usedBytes += bytes;
       info.chunkCopies++;
     }
   }
 
-  /** A copy was deleted. */
-  forget(rank: number, bytes: number): void {
+  /**
+   * Copies were deleted (`reportSeq`: the rank's last report before the deletions began). Left
+   * to the reports when one made after that was taken already, which may count them.
+   */
+  forget(rank: number, bytes: number, reportSeq?: number): void {
     const info = this.ranks.get(rank);
-    if (!info) return;
+    if (!info || this.reportedSince(info, reportSeq)) return;
     info.usedBytes = Math.max(0, info.usedBytes - bytes);
     info.chunkCopies = Math.max(0, info.chunkCopies - 1);
+  }
+
+  private reportedSince(info: RankInfo, reportSeq: number | undefined): boolean {
+    return reportSeq !== undefined && info.reportSeq > reportSeq;
   }
 }

@@ -683,7 +683,12 @@ export class Coordinator {
       );
       results.forEach((res, i) => {
         const r = targets[i]!;
-        this.cluster.release(r, bytes.length, res.status === 'fulfilled');
+        this.cluster.release(
+          r,
+          bytes.length,
+          res.status === 'fulfilled',
+          res.status === 'fulfilled' ? res.value.reply.reportSeq : undefined,
+        );
         if (res.status === 'fulfilled') stored.push(r);
         else {
           if (res.reason instanceof StoreError && res.reason.code === 'STORE_NO_SPACE')
@@ -1071,7 +1076,9 @@ export class Coordinator {
     for (const [rank, list] of byRank) {
       this.data
         .request(rank, { op: 'delete', chunkIds: list.map((c) => c.id) })
-        .then(() => list.forEach((c) => this.cluster.forget(rank, c.sizeBytes)))
+        .then(({ reply }) =>
+          list.forEach((c) => this.cluster.forget(rank, c.sizeBytes, reply.reportSeq)),
+        )
         .catch((err: unknown) =>
           this.opts.log(`rank ${rank} could not delete ${list.length} chunks: ${String(err)}`),
         );

@@ -79,6 +79,8 @@ export class DataRank {
   /** Stored bytes when the disk last said it was full: the capacity we offer until space is freed. */
   private fullAtBytes: number | undefined;
   private stopScrub: () => void = () => {};
+  /** The seq of the last report made (RankReport.seq). */
+  private reportSeq = 0;
   /** The disk's free bytes at the last sample. */
   private diskFreeBytes: number | undefined;
 
@@ -188,6 +190,7 @@ export class DataRank {
 
   report(): RankReport {
     return {
+      seq: ++this.reportSeq,
       rank: this.comm.worldRank,
       host: this.options.host,
       usedBytes: this.store.usedBytes(),
@@ -241,13 +244,17 @@ export class DataRank {
             throw new StoreError('STORE_BAD_REQUEST', `put of ${req.chunkId} carries no bytes`);
           try {
             await this.store.put(req.chunkId, bytes, req.checksum);
+            // Read at once: no report can be made between the store counting the chunk and here.
+            return {
+              reply: { reqId: req.reqId, ok: true, reportSeq: this.reportSeq },
+              payload: [],
+            };
           } catch (err) {
             // A full disk: offer no more than what is stored now, so placement moves on.
             if (err instanceof StoreError && err.code === 'STORE_NO_SPACE')
               this.fullAtBytes = this.store.usedBytes();
             throw err;
           }
-          return { reply: { reqId: req.reqId, ok: true }, payload: [] };
         case 'get':
           return {
             reply: { reqId: req.reqId, ok: true },
@@ -256,12 +263,14 @@ export class DataRank {
         case 'copy': {
           // The copy goes straight to its new rank, not through rank 0; get() verified it.
           const data = await this.store.get(req.chunkId);
-          await this.peers.request(
+          const { reply } = await this.peers.request(
             req.to,
             { op: 'put', chunkId: req.chunkId, checksum: chunkChecksum(data) },
             [data],
           );
-          return { reply: { reqId: req.reqId, ok: true }, payload: [] };
+          // The target's reportSeq: rank 0 counts the copy against the target's reports.
+          const target = reply.reportSeq === undefined ? {} : { reportSeq: reply.reportSeq };
+          return { reply: { reqId: req.reqId, ok: true, ...target }, payload: [] };
         }
         case 'list':
           return { reply: { reqId: req.reqId, ok: true, chunks: this.store.list() }, payload: [] };
@@ -273,13 +282,19 @@ export class DataRank {
           };
         }
         case 'delete': {
+          // Taken before the first deletion: a report made after it may show some of them, and
+          // rank 0 then leaves its count to that report (see Cluster.forget).
+          const reportSeq = this.reportSeq;
           let deleted = 0;
           for (const id of req.chunkIds) {
             this.records.forget(id);
             if (await this.store.delete(id)) deleted++;
           }
           if (deleted > 0) this.fullAtBytes = undefined;
-          return { reply: { reqId: req.reqId, ok: true, deleted }, payload: [] };
+          return {
+            reply: { reqId: req.reqId, ok: true, deleted, reportSeq },
+            payload: [],
+          };
         }
       }
     } catch (err) {

@@ -39,12 +39,20 @@ export type DataReply =
       deleted?: number;
       /** 'find': whether the chunk holds the record (frame 1 then carries it). */
       found?: boolean;
+      /**
+       * 'put', 'copy' (the target's), 'delete': the seq of the last RankReport the rank made
+       * before the change. Reports after it include the change; rank 0 counts it only if it has
+       * not seen one of those yet (a heartbeat can overtake the reply's handling).
+       */
+      reportSeq?: number;
       chunks?: Array<{ id: string; sizeBytes: number; checksum: string }>;
     }
   | { reqId: number; ok: false; code: string; message: string };
 
 /** A data rank's view of itself, gathered by rank 0 at start-up and for status. */
 export interface RankReport {
+  /** Counts the rank's reports (heartbeats and command replies), 1, 2, ...: see DataReply.reportSeq. */
+  seq: number;
   rank: number;
   host: string;
   usedBytes: number;

@@ -115,8 +115,11 @@ function plan(host: RebalanceHost, count: number): Move[] {
 
 async function move(host: RebalanceHost, m: Move): Promise<boolean> {
   host.cluster.reserve(m.to, m.sizeBytes);
+  let reportSeq: number | undefined;
   try {
-    await host.data.request(m.from, { op: 'copy', chunkId: m.id, to: m.to });
+    ({
+      reply: { reportSeq },
+    } = await host.data.request(m.from, { op: 'copy', chunkId: m.id, to: m.to }));
   } catch (err) {
     host.cluster.release(m.to, m.sizeBytes, false);
     host.log(
@@ -124,7 +127,7 @@ async function move(host: RebalanceHost, m: Move): Promise<boolean> {
     );
     return false;
   }
-  host.cluster.release(m.to, m.sizeBytes, true);
+  host.cluster.release(m.to, m.sizeBytes, true, reportSeq);
   const current = host.index.get(m.name);
   const record = current?.version === m.version ? current.chunks[m.index] : undefined;
   if (!record || !record.ranks.includes(m.from)) {

@@ -162,8 +162,12 @@ export class Repairer {
       const source = sources[attempt % sources.length]!;
       cluster.reserve(target, record.sizeBytes);
       try {
-        await this.host.data.request(source, { op: 'copy', chunkId: record.id, to: target });
-        cluster.release(target, record.sizeBytes, true);
+        const { reply } = await this.host.data.request(source, {
+          op: 'copy',
+          chunkId: record.id,
+          to: target,
+        });
+        cluster.release(target, record.sizeBytes, true, reply.reportSeq);
         added.push(target);
         this.stats.copiesMade++;
       } catch (err) {

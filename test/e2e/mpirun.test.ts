@@ -8,12 +8,12 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DfsClient } from '../../src/client/dfs-client.js';
 import { REPO_ROOT, runCommand } from '../helpers/run-command.js';
+import { freePort } from '../helpers/store-process.js';
 
 const hasMpirun = spawnSync('mpirun', ['--version'], { encoding: 'utf8' }).status === 0;
 if (!hasMpirun)
@@ -30,17 +30,6 @@ const MPIRUN_FLAGS = [
   'btl_tcp_if_include',
   'lo',
 ];
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const started: ChildProcess[] = [];
 const dirs: string[] = [];

@@ -58,14 +58,8 @@ afterEach(async () => {
   }
 });
 
-const STATUS_LINE = /^\[0\] status page: (http:\/\/\S+\/)$/;
-
 function statusUrl(store: StoreProcess): string {
-  for (const line of store.stdout) {
-    const m = STATUS_LINE.exec(line);
-    if (m) return m[1]!;
-  }
-  throw new Error(`no status page line\n${store.transcript()}`);
+  return store.statusUrl();
 }
 
 /**

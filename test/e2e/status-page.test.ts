@@ -38,15 +38,8 @@ afterEach(async () => {
   await cleanupStores();
 });
 
-const STATUS_LINE = /^\[0\] status page: (http:\/\/\S+\/)$/;
-
-/** The status page's base URL, from rank 0's stdout line (printed before the ready line). */
 function statusUrl(store: StoreProcess): string {
-  for (const line of store.stdout) {
-    const m = STATUS_LINE.exec(line);
-    if (m) return m[1]!;
-  }
-  throw new Error(`no status page line\n${store.transcript()}`);
+  return store.statusUrl();
 }
 
 async function getMetrics(base: string): Promise<ParsedExposition> {
@@ -126,7 +119,7 @@ describe('status page over HTTP (a real 4-rank store, --http-port 0)', () => {
     expect(base).not.toBe('http://127.0.0.1:0/');
     // The line comes before the ready line, so whoever waits for that can read it.
     const ready = store.stdout.findIndex((l) => l.includes('MemFlow store ready'));
-    expect(store.stdout.findIndex((l) => STATUS_LINE.test(l))).toBeLessThan(ready);
+    expect(store.stdout.findIndex((l) => l.startsWith('[0] status page: '))).toBeLessThan(ready);
 
     const work = makeTempDir('status-page-work');
     const files = await putFiles(store, work, [

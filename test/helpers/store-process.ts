@@ -340,6 +340,15 @@ export class StoreProcess {
     return peaks;
   }
 
+  /** The status page's base URL, from rank 0's stdout line (with --http-port; printed before the ready line). */
+  statusUrl(): string {
+    for (const line of this.stdout) {
+      const m = /^\[0\] status page: (http:\/\/\S+\/)$/.exec(line);
+      if (m) return m[1]!;
+    }
+    throw new Error(`no status page line\n${this.transcript()}`);
+  }
+
   /** SIGKILL of one rank's memflow-rank process (its guard and the launcher see it die). */
   killRank(rank: number): void {
     process.kill(this.rankPid(rank), 'SIGKILL');
