@@ -12,7 +12,7 @@ import type { ListEntry, StatusResult } from '../../src/protocol/client-protocol
 import { OpMetrics } from '../../src/rank/op-metrics.js';
 import { RecentTransitions } from '../../src/rank/recent-transitions.js';
 import type { StatusSnapshot, StatusSource } from '../../src/rank/status-page/snapshot.js';
-import { StatusServer } from '../../src/rank/status-page/server.js';
+import { MAX_EVENT_STREAMS, StatusServer } from '../../src/rank/status-page/server.js';
 import { parseExposition, sampleOf } from '../helpers/prometheus-text.js';
 
 class FakeSource implements StatusSource {
@@ -238,6 +238,34 @@ describe('status server', () => {
     const next = JSON.parse((await events.next())!.data) as StatusSnapshot;
     expect(next.status.ranks[0]!.state).toBe('dead');
     await events.cancel();
+  });
+
+  it(`refuses a stream beyond ${MAX_EVENT_STREAMS} open ones with 503 and Retry-After, and takes one again when a stream closes`, async () => {
+    const { base } = await serve();
+    const open = [];
+    for (let i = 0; i < MAX_EVENT_STREAMS; i++) {
+      const events = eventReader((await fetch(`${base}/events`)).body!);
+      await events.next(); // the server holds it once the first snapshot came
+      open.push(events);
+    }
+    const refused = await fetch(`${base}/events`);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('5');
+    expect(await refused.text()).toMatch(/too many live pages open/);
+    expect((await fetch(`${base}/status.json`)).status).toBe(200);
+
+    await open.pop()!.cancel();
+    // The server learns of the closed stream when its socket closes: ask until it has.
+    let status = 503;
+    for (let attempt = 0; attempt < 200 && status === 503; attempt++) {
+      const res = await fetch(`${base}/events`);
+      status = res.status;
+      if (status === 200) open.push(eventReader(res.body!));
+      else await res.text();
+      if (status === 503) await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(status).toBe(200);
+    for (const events of open) await events.cancel();
   });
 
   it('close() ends open streams and frees the port', async () => {

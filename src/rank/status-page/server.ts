@@ -36,6 +36,11 @@ export interface StatusServerOptions {
 
 const ROUTES = new Set(['/', '/status.json', '/events', '/metrics']);
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+/**
+ * Open /events streams at most: each costs rank 0 a write per push, and a page left open in a
+ * hundred tabs (or a misbehaving script) must not tax the coordinator. More get 503 and retry.
+ */
+export const MAX_EVENT_STREAMS = 32;
 
 /** "host:port" as it goes in a URL (an IPv6 address in brackets). */
 export function hostPort(host: string, port: number): string {
@@ -171,6 +176,16 @@ export class StatusServer {
   }
 
   private openStream(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (this.streams.size >= MAX_EVENT_STREAMS && req.method !== 'HEAD') {
+      res.setHeader('Retry-After', '5');
+      return this.send(
+        req,
+        res,
+        503,
+        'text/plain; charset=utf-8',
+        `too many live pages open (${MAX_EVENT_STREAMS}); try again later\n`,
+      );
+    }
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-store',
