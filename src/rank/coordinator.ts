@@ -591,7 +591,7 @@ export class Coordinator {
       chunks: new Map(),
       lastActiveMs: this.clock.now(),
       closed: false,
-      ...(records && { records: new RecordsUpload(records.idField, name) }),
+      ...(records && { records: new RecordsUpload(records.idField, name, req.sizeBytes) }),
     });
     return { uploadId: id, chunkSizeBytes, maxChunksInFlight: this.opts.maxChunksInFlight };
   }
@@ -648,7 +648,7 @@ export class Coordinator {
     }
     // Before any await: requests are handled in arrival order, which is the dataset's order, so
     // the first repeated ID found is the first in the document.
-    if (upload.records && !upload.records.has(index)) upload.records.accept(index, records);
+    if (upload.records && !upload.records.has(index)) upload.records.accept(index, records, bytes);
     const id = `${upload.id}.${index}`;
     const ranks = await this.storeCopies(id, checksum, bytes);
     if (upload.closed) {

@@ -82,10 +82,15 @@ export function summarizeChunk(first: number, ids: readonly RecordId[]): ChunkSu
     entry.min = ids[0] as number;
     entry.max = ids[ids.length - 1] as number;
   }
+  return { ids: entry, hashes: hashIds(ids) };
+}
+
+/** The sorted idHash of every ID, as little-endian uint32s (what a 'hashed' chunk entry keeps). */
+export function hashIds(ids: readonly RecordId[]): Uint8Array {
   const hashes = new Uint32Array(ids.length);
   for (let i = 0; i < ids.length; i++) hashes[i] = idHash(ids[i]!);
   hashes.sort();
-  return { ids: entry, hashes: new Uint8Array(hashes.buffer) };
+  return new Uint8Array(hashes.buffer);
 }
 
 /** The index of a whole dataset from its chunks' summaries, in chunk order. */
@@ -169,24 +174,60 @@ export class IdRegistry {
   private prefixLength = 0;
   /** The record the prefix starts at (records in it are consecutive). */
   private prefixFirst = 0;
-  private increasing = true;
+  private increasingSoFar = true;
+  /** The last ID while they increase (the prefix may stop keeping them: see prefixLimit). */
+  private lastIncreasing = -Infinity;
+  private increasingCount = 0;
   private readonly numbers = new Map<number, number>();
   private readonly strings = new Map<string, number>();
+
+  /**
+   * `prefixLimit`: increasing IDs kept for duplicate checks. Past it only the last is kept (a
+   * sorted dataset costs no memory per record), and an ID that breaks the order then throws:
+   * the caller must refuse such a dataset before adding it (RecordsUpload does, by its size).
+   */
+  constructor(private readonly prefixLimit = Infinity) {}
+
+  /** Whether every ID so far was a number greater than the one before. */
+  get increasing(): boolean {
+    return this.increasingSoFar;
+  }
+
+  /** Records `first`..`first + count - 1`'s IDs, while they are among the increasing ones kept. */
+  increasingIds(first: number, count: number): number[] {
+    const start = first - this.prefixFirst;
+    if (start < 0 || start + count > this.prefixLength)
+      throw new Error(`IdRegistry: records ${first}..${first + count - 1} are not kept`);
+    return Array.from(this.prefix.subarray(start, start + count));
+  }
+
+  /** Whether `ids`, added now, would keep the IDs increasing. */
+  keepsIncreasing(ids: readonly RecordId[]): boolean {
+    if (!this.increasingSoFar) return false;
+    let last = this.lastIncreasing;
+    for (const id of ids) {
+      if (typeof id !== 'number' || !(id > last)) return false;
+      last = id;
+    }
+    return true;
+  }
 
   add(first: number, ids: readonly RecordId[]): DuplicateId | undefined {
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       const record = first + i;
-      if (
-        this.increasing &&
-        typeof id === 'number' &&
-        (this.prefixLength === 0 || id > this.prefix[this.prefixLength - 1]!)
-      ) {
-        if (this.prefixLength === 0) this.prefixFirst = record;
-        this.append(id);
+      if (this.increasingSoFar && typeof id === 'number' && id > this.lastIncreasing) {
+        if (this.increasingCount === 0) this.prefixFirst = record;
+        if (this.increasingCount < this.prefixLimit) this.append(id);
+        this.lastIncreasing = id;
+        this.increasingCount++;
         continue;
       }
-      this.increasing = false;
+      if (this.increasingCount > this.prefixLength)
+        throw new Error(
+          `IdRegistry: the order broke after ${this.increasingCount} increasing IDs, more than the ${this.prefixLimit} kept`,
+        );
+      this.increasingSoFar = false;
       const earlier = this.find(id);
       if (earlier !== undefined) return { id, record, earlier };
       if (typeof id === 'number') this.numbers.set(id, record);

@@ -49,6 +49,10 @@ type Outside =
   | 'array-next' // after a record in an array: `,` or `]`
   | 'array-record' // after `,`: a record
   | 'ndjson' // between NDJSON records: a record or the end
+  // Right after an NDJSON record: whitespace (a newline, in NDJSON) must come before the next.
+  // Besides being what NDJSON is, it bounds the stored form (a line a record) by the source's
+  // size plus one byte, which the space check at put-begin relies on.
+  | 'ndjson-next'
   | 'done'; // after the array's `]`: only whitespace
 
 function describeByte(b: number): string {
@@ -109,6 +113,7 @@ export class RecordScanner {
       }
       const b = block[i]!;
       if (isSpace(b)) {
+        if (this.state === 'ndjson-next') this.state = 'ndjson';
         i++;
         continue;
       }
@@ -156,6 +161,12 @@ export class RecordScanner {
             continue;
           }
           throw this.notARecord(b, at);
+        case 'ndjson-next':
+          throw new DatasetError(
+            `record ${this.nextIndex} ends at byte ${at} with no newline before the next one: NDJSON has one record a line`,
+            at,
+            this.nextIndex,
+          );
         case 'done':
           throw new DatasetError(
             `unexpected ${describeByte(b)} after the end of the array at byte ${at}`,
@@ -177,7 +188,7 @@ export class RecordScanner {
         this.nextIndex,
       );
     if (this.state === 'start') throw new DatasetError('the document is empty', at);
-    if (this.state !== 'done' && this.state !== 'ndjson')
+    if (this.state !== 'done' && this.state !== 'ndjson' && this.state !== 'ndjson-next')
       throw new DatasetError(`the document ends before the array is closed with "]"`, at);
   }
 
@@ -288,6 +299,7 @@ export class RecordScanner {
     this.parts = [];
     this.partBytes = 0;
     if (this.state === 'array-first' || this.state === 'array-record') this.state = 'array-next';
+    else if (this.state === 'ndjson') this.state = 'ndjson-next';
   }
 }
 

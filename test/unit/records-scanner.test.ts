@@ -99,11 +99,11 @@ describe('RecordScanner: well-formed documents', () => {
     ]);
   });
 
-  it('accepts NDJSON records separated by any whitespace, blank lines included, or by none', () => {
-    expect(records('\n\n  {"a":1}\t \n\n\r\n{"b":2}{"c":3}  \n')).toEqual([
+  it('accepts NDJSON records separated by any whitespace, blank lines included', () => {
+    expect(records('\n\n  {"a":1}\t \n\n\r\n{"b":2} {"c":3}  \n')).toEqual([
       { index: 0, offset: 4, text: '{"a":1}' },
       { index: 1, offset: 17, text: '{"b":2}' },
-      { index: 2, offset: 24, text: '{"c":3}' },
+      { index: 2, offset: 25, text: '{"c":3}' },
     ]);
   });
 
@@ -393,7 +393,15 @@ const MALFORMED: Malformed[] = [
     doc: '{"id":1},{"id":2}',
     offset: 8,
     record: 1,
-    message: /record 2 is not a JSON object: found "," at byte 8/,
+    message: /record 1 ends at byte 8 with no newline before the next one/,
+  },
+  {
+    what: 'NDJSON records with nothing between them',
+    doc: '{"id":1}\n{"id":2}{"id":3}',
+    offset: 17,
+    record: 2,
+    message:
+      /record 2 ends at byte 17 with no newline before the next one: NDJSON has one record a line/,
   },
   {
     what: 'a record larger than the largest size',
