@@ -17,9 +17,37 @@ export class ChunkRecords {
   ) {}
 
   static index(bytes: Uint8Array, idField: string): ChunkRecords {
+    const steps = ChunkRecords.steps(bytes, idField, Infinity);
+    for (let step = steps.next(); ; step = steps.next()) if (step.done) return step.value;
+  }
+
+  /**
+   * The same, handing control back to the event loop every `linesPerSlice` lines: a 256 MiB
+   * chunk of small records takes seconds to parse, and a data rank that stops answering that
+   * long misses its heartbeats and is declared suspect.
+   */
+  static async build(
+    bytes: Uint8Array,
+    idField: string,
+    linesPerSlice = 4096,
+  ): Promise<ChunkRecords> {
+    const steps = ChunkRecords.steps(bytes, idField, linesPerSlice);
+    for (let step = steps.next(); ; step = steps.next()) {
+      if (step.done) return step.value;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** Parses the lines, yielding after every `linesPerSlice` of them. */
+  private static *steps(
+    bytes: Uint8Array,
+    idField: string,
+    linesPerSlice: number,
+  ): Generator<void, ChunkRecords> {
     const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const numbers = new Map<number, number>();
     const strings = new Map<string, number>();
+    let lines = 0;
     for (let start = 0; start < buf.length;) {
       let end = buf.indexOf(NEWLINE, start);
       if (end === -1) end = buf.length;
@@ -35,6 +63,7 @@ export class ChunkRecords {
         else if (typeof id === 'string') strings.set(id, start);
       }
       start = end + 1;
+      if (++lines % linesPerSlice === 0) yield;
     }
     return new ChunkRecords(buf, numbers, strings);
   }
@@ -80,7 +109,7 @@ export class RecordLookupCache {
     } else {
       const created = {
         idField,
-        records: this.load(chunkId).then((bytes) => ChunkRecords.index(bytes, idField)),
+        records: this.load(chunkId).then((bytes) => ChunkRecords.build(bytes, idField)),
         cost: 0,
       };
       entry = created;
@@ -111,6 +140,8 @@ export class RecordLookupCache {
 
   private evict(): void {
     for (const [id, entry] of this.entries) {
+      // The newest index stays even when it alone is over the budget (a chunk far larger than
+      // the budget): parsing it again for every query would cost seconds each time.
       if (this.totalCost <= this.maxBytes || this.entries.size <= 1) return;
       if (entry.cost === 0) continue; // still loading
       this.forget(id);

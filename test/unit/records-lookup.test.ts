@@ -174,6 +174,24 @@ function threeChunks() {
   return { chunks, cost };
 }
 
+describe('ChunkRecords.build', () => {
+  it('gives the event loop a turn between slices of lines, and finds what index() finds', async () => {
+    const lines = Array.from({ length: 100 }, (_, i) => JSON.stringify({ id: i, v: `r${i}` }));
+    const bytes = Buffer.from(lines.join('\n') + '\n');
+    let immediateRan = false;
+    setImmediate(() => (immediateRan = true));
+    let ranBeforeDone: boolean | undefined;
+    const built = await ChunkRecords.build(bytes, 'id', 10).then((r) => {
+      ranBeforeDone = immediateRan;
+      return r;
+    });
+    expect(ranBeforeDone, 'a heartbeat timer could have run meanwhile').toBe(true);
+    const direct = ChunkRecords.index(bytes, 'id');
+    for (const id of [0, 42, 99, 100])
+      expect(built.find(id)?.toString()).toBe(direct.find(id)?.toString());
+  });
+});
+
 describe('RecordLookupCache', () => {
   it('reads a chunk once and answers later queries from memory', async () => {
     const { chunks, cost } = threeChunks();
