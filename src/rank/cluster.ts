@@ -5,6 +5,7 @@
  */
 import type { RankState } from '../protocol/client-protocol.js';
 import type { RankUsage } from '../store/placement.js';
+import { offeredCapacity } from '../store/disk-space.js';
 import type { RankReport } from './messages.js';
 
 export interface RankInfo {
@@ -19,18 +20,34 @@ export interface RankInfo {
   state: RankState;
   /** The seq of the newest report taken (RankReport.seq; 0 before any). */
   reportSeq: number;
+  /** The file system its chunks live on (host:device), when it said. */
+  diskId?: string;
 }
 
 export class Cluster {
   private readonly ranks = new Map<number, RankInfo>();
 
-  /** Takes a data rank's own report (start-up inventory, status refresh). */
+  /**
+   * Takes a data rank's own report (start-up inventory, status refresh). Its capacity is capped
+   * by its share of its disk's free space: the disk's free bytes are split evenly among the
+   * ranks (not dead) that keep their chunks on it, so ranks of one host on one file system do not
+   * each offer all of it.
+   */
   update(report: RankReport): void {
     const known = this.ranks.get(report.rank);
+    const sharers = report.disk
+      ? 1 +
+        this.all().filter(
+          (r) => r.rank !== report.rank && r.state !== 'dead' && r.diskId === report.disk!.id,
+        ).length
+      : 1;
     this.ranks.set(report.rank, {
       rank: report.rank,
       host: report.host,
-      capacityBytes: report.capacityBytes,
+      capacityBytes: report.disk
+        ? offeredCapacity(report.capacityBytes, report.usedBytes, report.disk.freeBytes, sharers)
+        : report.capacityBytes,
+      ...(report.disk && { diskId: report.disk.id }),
       usedBytes: report.usedBytes,
       reservedBytes: known?.reservedBytes ?? 0,
       chunkCopies: report.chunkCount,
@@ -38,6 +55,13 @@ export class Cluster {
       // A restarted rank counts its reports from 1 again: its first report starts afresh.
       reportSeq: report.seq,
     });
+  }
+
+  /** Takes every rank's report at once (start-up): each sees who shares its disk. */
+  updateAll(reports: readonly RankReport[]): void {
+    // Twice: the first pass makes every rank's disk known, the second splits the disks by it.
+    for (const report of reports) this.update(report);
+    for (const report of reports) this.update(report);
   }
 
   get(rank: number): RankInfo | undefined {

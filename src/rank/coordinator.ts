@@ -198,14 +198,13 @@ export class Coordinator {
     const referenced = new Set<string>();
     for (const { chunk } of this.index.allChunks()) referenced.add(chunk.id);
     const orphans: string[][] = [];
-    for (const report of inventory) {
-      this.cluster.update(report);
+    this.cluster.updateAll(inventory);
+    for (const report of inventory)
       orphans[report.rank] = report.chunks.filter((c) => !referenced.has(c.id)).map((c) => c.id);
-    }
     const removed = await this.commands.collectGarbage(orphans);
     if (removed > 0) {
       this.opts.log(`removed ${removed} leftover chunk copies of unfinished uploads`);
-      for (const report of await this.commands.report()) this.cluster.update(report);
+      this.cluster.updateAll(await this.commands.report());
     }
     this.health.start(inventory.map((r) => r.rank));
     void this.noticeLoop();

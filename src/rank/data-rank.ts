@@ -11,7 +11,6 @@ import { isCommError } from '../comm/errors.js';
 import type { ChunkStore, StoredChunk } from '../store/chunk-store.js';
 import { StoreError } from '../store/errors.js';
 import { chunkChecksum } from '../store/checksum.js';
-import { offeredCapacity } from '../store/disk-space.js';
 import { RecordLookupCache } from '../records/chunk-lookup.js';
 import { DataClient } from './data-client.js';
 import {
@@ -42,7 +41,7 @@ export interface DataRankOptions {
    * The disk under the store: what it had free at start, and how to ask again. Each heartbeat
    * asks, so the capacity offered never exceeds what the disk can really take.
    */
-  disk?: { freeBytes: number; sample: () => Promise<number> };
+  disk?: { id: string; freeBytes: number; sample: () => Promise<number> };
   maxConcurrentRequests?: number;
   /** Period of the heartbeat to rank 0 (each carries this rank's usage). */
   heartbeatIntervalMs?: number;
@@ -196,17 +195,21 @@ export class DataRank {
       usedBytes: this.store.usedBytes(),
       capacityBytes: this.capacityBytes(),
       chunkCount: this.store.chunkCount(),
+      // Rank 0 caps the capacity by this rank's share of the disk: ranks of one host may share it.
+      ...(this.options.disk &&
+        this.diskFreeBytes !== undefined && {
+          disk: {
+            id: `${this.options.host}:${this.options.disk.id}`,
+            freeBytes: this.diskFreeBytes,
+          },
+        }),
     };
   }
 
   /** The configured capacity, capped by the disk's room and by where the disk last said full. */
+  /** The configured capacity, capped where the disk last said it was full (the disk's share: rank 0). */
   private capacityBytes(): number {
-    const used = this.store.usedBytes();
-    const offered =
-      this.diskFreeBytes === undefined
-        ? this.options.capacityBytes
-        : offeredCapacity(this.options.capacityBytes, used, this.diskFreeBytes);
-    const capacity = Math.min(offered, this.fullAtBytes ?? Infinity);
+    const capacity = Math.min(this.options.capacityBytes, this.fullAtBytes ?? Infinity);
     return Number.isFinite(capacity) ? capacity : Number.MAX_SAFE_INTEGER;
   }
 

@@ -8,7 +8,7 @@ import { initWorld } from '../comm/init.js';
 import { ServiceSocket } from '../comm/zmq-service.js';
 import { SystemClock } from '../runtime/clock.js';
 import { VolumeChunkStore } from '../store/volume-chunk-store.js';
-import { freeBytes } from '../store/disk-space.js';
+import { diskId, freeBytes } from '../store/disk-space.js';
 import { FileIndex } from '../store/file-index.js';
 import { Journal } from '../store/journal.js';
 import { formatSize, parseSize } from '../store/sizes.js';
@@ -69,7 +69,11 @@ export async function runStore(
     const dataRank = new DataRank(comm, store, {
       host,
       capacityBytes,
-      disk: { freeBytes: await freeBytes(rankDir), sample: () => freeBytes(rankDir) },
+      disk: {
+        id: await diskId(rankDir),
+        freeBytes: await freeBytes(rankDir),
+        sample: () => freeBytes(rankDir),
+      },
       log,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       scrubBytesPerSecond: options.scrubBytesPerSecond,

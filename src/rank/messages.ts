@@ -56,8 +56,14 @@ export interface RankReport {
   rank: number;
   host: string;
   usedBytes: number;
+  /** The configured capacity (capped where the disk last said it was full). */
   capacityBytes: number;
   chunkCount: number;
+  /**
+   * The file system the chunks live on (a device number, per host) and its free bytes when the
+   * report was made: rank 0 caps the capacity by the rank's share of that space.
+   */
+  disk?: { id: string; freeBytes: number };
 }
 
 export interface InventoryReport extends RankReport {

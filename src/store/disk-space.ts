@@ -4,13 +4,22 @@
  * see a disk that is smaller than promised (or that something else is filling) before a write
  * fails on it.
  */
-import { mkdir, statfs } from 'node:fs/promises';
+import { mkdir, stat, statfs } from 'node:fs/promises';
 
 /** Free bytes available to us on the file system holding `dir` (created if missing). */
 export async function freeBytes(dir: string): Promise<number> {
   await mkdir(dir, { recursive: true });
   const s = await statfs(dir);
   return s.bavail * s.bsize;
+}
+
+/**
+ * Which file system holds `dir` (its device number): ranks on one host whose folders share a
+ * file system share its free space, and rank 0 must not offer that space once per rank.
+ */
+export async function diskId(dir: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  return String((await stat(dir)).dev);
 }
 
 /**
@@ -24,15 +33,17 @@ export function diskReserveBytes(diskBytes: number): number {
 
 /**
  * The capacity a data rank offers: its configured capacity (from --capacity or the hostfile;
- * undefined means "the disk"), capped by the chunk bytes it holds plus what the disk still has
- * free, less the reserve.
+ * undefined means "the disk"), capped by the chunk bytes it holds plus its share of what the disk
+ * still has free, less the reserve — `sharers` data ranks keep their chunks on that disk, and
+ * each may count on an equal part of its free space.
  */
 export function offeredCapacity(
   configuredBytes: number | undefined,
   usedBytes: number,
   diskFreeBytes: number,
+  sharers = 1,
 ): number {
-  const disk = usedBytes + diskFreeBytes;
-  const onDisk = Math.max(usedBytes, disk - diskReserveBytes(disk));
+  const room = Math.max(0, diskFreeBytes - diskReserveBytes(usedBytes + diskFreeBytes));
+  const onDisk = usedBytes + Math.floor(room / Math.max(1, sharers));
   return configuredBytes === undefined ? onDisk : Math.min(configuredBytes, onDisk);
 }

@@ -68,3 +68,48 @@ describe('Cluster counts each copy once', () => {
     expect(c.get(1)!.usedBytes).toBe(5 * MiB);
   });
 });
+
+describe('Cluster splits a shared disk', () => {
+  const GiB = 1024 * MiB;
+  const onDisk = (
+    rank: number,
+    disk: string,
+    freeBytes: number,
+    capacityBytes = Number.MAX_SAFE_INTEGER,
+  ): RankReport => ({
+    seq: 1,
+    rank,
+    host: 'h',
+    usedBytes: 0,
+    capacityBytes,
+    chunkCount: 0,
+    disk: { id: disk, freeBytes },
+  });
+
+  it('ranks on one file system each offer their share of its free space, not all of it', () => {
+    const c = new Cluster();
+    c.updateAll([
+      onDisk(1, 'h:1', 100 * GiB),
+      onDisk(2, 'h:1', 100 * GiB),
+      onDisk(3, 'h:2', 10 * GiB),
+    ]);
+    const capacities = c.all().map((r) => r.capacityBytes);
+    // 1% of each disk kept back, the rest split between the ranks on it.
+    expect(capacities).toEqual([
+      Math.floor((99 * GiB) / 2),
+      Math.floor((99 * GiB) / 2),
+      10 * GiB - Math.floor((10 * GiB) / 100),
+    ]);
+    const offered = capacities.reduce((a, b) => a + b, 0);
+    expect(offered).toBeLessThanOrEqual(110 * GiB);
+  });
+
+  it('a dead rank no longer takes a share, and a configured capacity still caps the share', () => {
+    const c = new Cluster();
+    c.updateAll([onDisk(1, 'h:1', 100 * GiB), onDisk(2, 'h:1', 100 * GiB, 10 * GiB)]);
+    expect(c.get(2)!.capacityBytes).toBe(10 * GiB);
+    c.setState(2, 'dead');
+    c.update({ ...onDisk(1, 'h:1', 100 * GiB), seq: 2 });
+    expect(c.get(1)!.capacityBytes).toBe(99 * GiB);
+  });
+});

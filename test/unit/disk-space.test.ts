@@ -23,6 +23,13 @@ describe('the capacity a data rank offers', () => {
     expect(offeredCapacity(24 * MiB, 5 * MiB, 0)).toBe(5 * MiB);
   });
 
+  it('splits what the disk has free among the ranks that share it', () => {
+    expect(offeredCapacity(undefined, 0, 100 * GiB, 4)).toBe(Math.floor((99 * GiB) / 4));
+    expect(offeredCapacity(undefined, 5 * GiB, 95 * GiB, 2)).toBe(
+      5 * GiB + Math.floor((94 * GiB) / 2),
+    );
+  });
+
   it('keeps back 1% of the disk, at least 256 KiB and at most 1 GiB', () => {
     expect(diskReserveBytes(1 * MiB)).toBe(256 * 1024);
     expect(diskReserveBytes(10 * GiB)).toBe(Math.floor((10 * GiB) / 100));
