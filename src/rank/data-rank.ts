@@ -38,8 +38,10 @@ export interface DataRankOptions {
    */
   capacityBytes: number;
   /**
-   * The disk under the store: what it had free at start, and how to ask again. Each heartbeat
-   * asks, so the capacity offered never exceeds what the disk can really take.
+   * The disk under the store: which file system (device), what it had free at start, and how to
+   * ask again. Each heartbeat asks and reports it; rank 0 caps the capacity by this rank's share
+   * of it (ranks of one host may share a file system), so what is offered never exceeds what the
+   * disk can really take.
    */
   disk?: { id: string; freeBytes: number; sample: () => Promise<number> };
   maxConcurrentRequests?: number;

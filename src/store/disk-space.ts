@@ -1,8 +1,9 @@
 /**
  * What a data rank's disk can still take. A rank offers the smaller of its configured capacity
- * and what its disk can really hold, so placement and the up-front "not enough space" refusal
- * see a disk that is smaller than promised (or that something else is filling) before a write
- * fails on it.
+ * and its share of what its disk can really hold (rank 0 works it out from the ranks' reports:
+ * ranks on one file system share its free space), so placement and the up-front "not enough
+ * space" refusal see a disk that is smaller than promised, shared, or filled by something else
+ * before a write fails on it.
  */
 import { mkdir, stat, statfs } from 'node:fs/promises';
 
