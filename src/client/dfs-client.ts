@@ -775,6 +775,9 @@ export class DfsClient {
         sendTimeoutMs: this.timeoutMs,
       });
       socket.onMessage((frames) => this.onReply(frames));
+      // Rank 0 gone (killed, stopped, restarted): nothing sent so far will be answered, so say
+      // so now rather than at each request's deadline.
+      socket.onDisconnect(() => this.failPending());
       this.socket = socket;
       return socket;
     })();
@@ -784,6 +787,20 @@ export class DfsClient {
       if (this.connecting === attempt) this.connecting = undefined;
     });
     return attempt;
+  }
+
+  /** Fails every outstanding request: the connection they went out on dropped. */
+  private failPending(): void {
+    for (const [id, entry] of [...this.pending]) {
+      if (!this.settle(id)) continue;
+      entry.reject(
+        new DfsError(
+          'CLIENT_UNREACHABLE',
+          `the store at ${this.server} closed the connection during ${entry.op} (rank 0 stopped or restarted)`,
+          { server: this.server, op: entry.op },
+        ),
+      );
+    }
   }
 
   private timeoutError(op: RequestOp, timeoutMs: number): DfsError {

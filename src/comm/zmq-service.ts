@@ -174,6 +174,16 @@ export class ClientSocket {
     this.handler = handler;
   }
 
+  /**
+   * Calls `handler` when the connection to the server drops (the server process ended or
+   * restarted). ZeroMQ reconnects by itself, but replies to what was sent before are lost.
+   */
+  onDisconnect(handler: () => void): void {
+    this.dealer.events.on('disconnect', () => {
+      if (!this.closed) handler();
+    });
+  }
+
   /** Rejects COMM_TIMEOUT when no connection could take the message within sendTimeoutMs. */
   send(frames: Frames): Promise<void> {
     return this.out.push(frames);

@@ -533,20 +533,34 @@ describe('rank 0 killed (kill -9)', () => {
     const inflightSha = await writePseudoRandomFile(inflight, 64 * MiB, 'inflight');
     const baseline = store.dataRankBytes();
 
-    const args = [inflight, '-a', '--as', 'inflight.bin', '--timeout', '5'];
+    // The default 30 s reply deadline: the client must learn of the crash from the dropped
+    // connection, not by waiting that long.
+    const args = [inflight, '-a', '--as', 'inflight.bin'];
     const upload = startDfs([...args, '--server', store.server], { timeoutMs: 60_000 });
+    const clientEnded = upload.result.then(() => performance.now());
     await waitUntil(
       'the upload to be under way (16 MiB more on the data ranks)',
       () => store.dataRankBytes() > baseline + 16 * MiB || upload.child.exitCode !== null,
       60_000,
     );
     expect(upload.child.exitCode, 'the upload was still running at the kill').toBeNull();
+    const killedAt = performance.now();
     store.killRank(0);
     const exit = await store.ended(20_000);
     expect(exit.code, 'the launcher reports the end of rank 0').not.toBe(0);
     await store.waitNoProcessLeft(10_000);
     const result = await upload.result;
-    if (result.code !== 0) expectClearFailure(args, result);
+    if (result.code !== 0) {
+      expectClearFailure(args, result);
+      expect(result.code, describeRun(args, result)).toBe(4);
+      expect(result.stderr).toMatch(
+        /closed the connection during put-\w+ \(rank 0 stopped or restarted\)/,
+      );
+      expect(
+        (await clientEnded) - killedAt,
+        'the client ends within seconds of the crash',
+      ).toBeLessThan(10_000);
+    }
 
     const again = await store.restart();
     started.push(again);
