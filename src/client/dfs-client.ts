@@ -160,6 +160,8 @@ export class DfsClient {
   private nextId = 1;
   private connecting: Promise<ClientSocket> | undefined;
   private socket: ClientSocket | undefined;
+  /** Set while the connection to rank 0 is down after it was up (see connect()). */
+  private connectionLost = false;
   /** Whether any reply ever came: a timeout then means "stopped answering", not "not there". */
   private heard = false;
   private closed = false;
@@ -696,6 +698,7 @@ export class DfsClient {
     const socket = await this.connect();
     throwIfAborted(options.signal);
     if (this.closed) throw new DfsError('CLIENT_CLOSED', `the client is closed (${body.op})`);
+    if (this.connectionLost) throw this.connectionLostError(body.op);
     const id = this.nextId++;
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     return new Promise<Reply>((resolve, reject) => {
@@ -776,8 +779,12 @@ export class DfsClient {
       });
       socket.onMessage((frames) => this.onReply(frames));
       // Rank 0 gone (killed, stopped, restarted): nothing sent so far will be answered, so say
-      // so now rather than at each request's deadline.
-      socket.onDisconnect(() => this.failPending());
+      // so now rather than at each request's deadline; and until a connection is made again,
+      // new requests fail at once too (ZeroMQ would hold them for the whole deadline).
+      socket.onConnection((up) => {
+        this.connectionLost = !up;
+        if (!up) this.failPending();
+      });
       this.socket = socket;
       return socket;
     })();
@@ -792,15 +799,16 @@ export class DfsClient {
   /** Fails every outstanding request: the connection they went out on dropped. */
   private failPending(): void {
     for (const [id, entry] of [...this.pending]) {
-      if (!this.settle(id)) continue;
-      entry.reject(
-        new DfsError(
-          'CLIENT_UNREACHABLE',
-          `the store at ${this.server} closed the connection during ${entry.op} (rank 0 stopped or restarted)`,
-          { server: this.server, op: entry.op },
-        ),
-      );
+      if (this.settle(id)) entry.reject(this.connectionLostError(entry.op));
     }
+  }
+
+  private connectionLostError(op: RequestOp): DfsError {
+    return new DfsError(
+      'CLIENT_UNREACHABLE',
+      `the store at ${this.server} closed the connection during ${op} (rank 0 stopped or restarted)`,
+      { server: this.server, op },
+    );
   }
 
   private timeoutError(op: RequestOp, timeoutMs: number): DfsError {

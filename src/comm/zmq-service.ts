@@ -175,12 +175,16 @@ export class ClientSocket {
   }
 
   /**
-   * Calls `handler` when the connection to the server drops (the server process ended or
-   * restarted). ZeroMQ reconnects by itself, but replies to what was sent before are lost.
+   * Calls `handler(false)` when the connection to the server drops (the server process ended or
+   * restarted) and `handler(true)` when one is made again. ZeroMQ reconnects by itself, but
+   * replies to what was sent before are lost.
    */
-  onDisconnect(handler: () => void): void {
+  onConnection(handler: (up: boolean) => void): void {
     this.dealer.events.on('disconnect', () => {
-      if (!this.closed) handler();
+      if (!this.closed) handler(false);
+    });
+    this.dealer.events.on('handshake', () => {
+      if (!this.closed) handler(true);
     });
   }
 

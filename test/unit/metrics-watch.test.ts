@@ -11,7 +11,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DfsError } from '../../src/client/errors.js';
-import { ANSI, describeFailure, textFrame, watchMetrics } from '../../src/cli/metrics-watch.js';
+import {
+  ANSI,
+  describeFailure,
+  textFrame,
+  watchMetrics,
+  type WatchOptions,
+} from '../../src/cli/metrics-watch.js';
 import type { StatusResult } from '../../src/protocol/client-protocol.js';
 
 const STATUS: StatusResult = {
@@ -52,17 +58,24 @@ const unreachable = new DfsError(
   'cannot reach the store at h:1: connection refused',
 );
 
+/** watchMetrics with the usual test options (the status, 1 ms, server h:1, a fixed clock). */
+function watch(options: Partial<WatchOptions> & Pick<WatchOptions, 'out' | 'json'>): Promise<void> {
+  return watchMetrics({
+    read: async () => STATUS,
+    intervalMs: 1,
+    server: 'h:1',
+    signal: new AbortController().signal,
+    now: () => AT,
+    ...options,
+  });
+}
+
 describe('watchMetrics', () => {
   it('not a terminal: frames one after another, a blank line between, header with server, interval and time', async () => {
     const { out, text } = recorder(false);
-    await watchMetrics({
-      read: async () => STATUS,
+    await watch({
       out,
-      intervalMs: 1,
       json: false,
-      server: 'h:1',
-      signal: new AbortController().signal,
-      now: () => AT,
       maxFrames: 2,
     });
     const frame = textFrame({ status: STATUS }, AT, 'h:1', 1);
@@ -74,14 +87,9 @@ describe('watchMetrics', () => {
 
   it('a terminal: clears once, then redraws every frame from the home position; shows the cursor at the end', async () => {
     const { out, text } = recorder(true);
-    await watchMetrics({
-      read: async () => STATUS,
+    await watch({
       out,
-      intervalMs: 1,
       json: false,
-      server: 'h:1',
-      signal: new AbortController().signal,
-      now: () => AT,
       maxFrames: 3,
     });
     const written = text();
@@ -102,14 +110,9 @@ describe('watchMetrics', () => {
 
   it('--json: one JSON document per line (NDJSON), no escapes even on a terminal', async () => {
     const { out, text } = recorder(true);
-    await watchMetrics({
-      read: async () => STATUS,
+    await watch({
       out,
-      intervalMs: 1,
       json: true,
-      server: 'h:1',
-      signal: new AbortController().signal,
-      now: () => AT,
       maxFrames: 2,
     });
     const lines = text().split('\n');
@@ -130,7 +133,7 @@ describe('watchMetrics', () => {
     const { out, text } = recorder(false);
     const results: Array<StatusResult | Error> = [STATUS, unreachable, STATUS];
     let resets = 0;
-    await watchMetrics({
+    await watch({
       read: async () => {
         const next = results.shift()!;
         if (next instanceof Error) throw next;
@@ -138,11 +141,7 @@ describe('watchMetrics', () => {
       },
       reset: () => resets++,
       out,
-      intervalMs: 1,
       json: false,
-      server: 'h:1',
-      signal: new AbortController().signal,
-      now: () => AT,
       maxFrames: 3,
     });
     const frames = text().split('\n\nh:1  every 0.001 s');
@@ -156,14 +155,10 @@ describe('watchMetrics', () => {
 
   it('--json and a failure: {"sampledAt", "error": {code, message, unreachable}}', async () => {
     const { out, text } = recorder(false);
-    await watchMetrics({
+    await watch({
       read: () => Promise.reject(unreachable),
       out,
-      intervalMs: 1,
       json: true,
-      server: 'h:1',
-      signal: new AbortController().signal,
-      now: () => AT,
       maxFrames: 1,
     });
     expect(JSON.parse(text())).toEqual({
@@ -219,12 +214,10 @@ describe('watchMetrics', () => {
   it('does nothing with a signal already aborted', async () => {
     const { out, text } = recorder(true);
     let reads = 0;
-    await watchMetrics({
+    await watch({
       read: async () => (reads++, STATUS),
       out,
-      intervalMs: 1,
       json: false,
-      server: 'h:1',
       signal: AbortSignal.abort(),
     });
     expect(reads).toBe(0);
