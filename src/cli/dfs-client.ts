@@ -31,11 +31,18 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { DfsClient } from '../client/dfs-client.js';
 import { DfsError, isDfsError } from '../client/errors.js';
-import { ProgressBar } from '../client/progress.js';
 import type { FileMetadata, StatusResult } from '../protocol/client-protocol.js';
 import { formatSize } from '../store/sizes.js';
 import { EXIT, exitStatusOf } from './exit-codes.js';
-import { describeLayout, formatList, formatTime, plural, queryFirst, table } from './output.js';
+import {
+  describeLayout,
+  formatList,
+  formatTime,
+  plural,
+  queryFirst,
+  table,
+  withProgress,
+} from './output.js';
 
 const NAME = 'dfs-client';
 
@@ -333,67 +340,46 @@ async function perform(
   const elapsed = (): string => formatSeconds((performance.now() - startMs) / 1000);
   switch (action.kind) {
     case 'upload': {
-      const bar = new ProgressBar({ stream: process.stderr, label: action.as ?? action.file });
-      try {
-        const metadata = await client.upload(action.file, {
+      const metadata = await withProgress(process.stderr, action.as ?? action.file, (onProgress) =>
+        client.upload(action.file, {
           ...(action.as === undefined ? {} : { name: action.as }),
-          onProgress: bar.update,
+          onProgress,
           signal,
-        });
-        bar.finish();
-        out(`uploaded ${metadata.name} (${describeLayout(metadata)}) in ${elapsed()}`);
-      } finally {
-        bar.finish();
-      }
+        }),
+      );
+      out(`uploaded ${metadata.name} (${describeLayout(metadata)}) in ${elapsed()}`);
       return;
     }
     case 'retrieve': {
       const toStdout = action.output === '-';
-      const bar = new ProgressBar({ stream: process.stderr, label: action.name });
-      try {
-        const metadata = await client.download(
-          action.name,
-          toStdout ? process.stdout : action.output,
-          {
-            force: action.force,
-            onProgress: bar.update,
-            signal,
-            records: action.ndjson ? 'ndjson' : 'json',
-            verifySha256: action.verify,
-          },
+      const metadata = await withProgress(process.stderr, action.name, (onProgress) =>
+        client.download(action.name, toStdout ? process.stdout : action.output, {
+          force: action.force,
+          onProgress,
+          signal,
+          records: action.ndjson ? 'ndjson' : 'json',
+          verifySha256: action.verify,
+        }),
+      );
+      if (!toStdout) {
+        out(
+          `retrieved ${metadata.name} (${formatSize(metadata.sizeBytes)}, version ` +
+            `${metadata.version}) to ${action.output} in ${elapsed()}`,
         );
-        bar.finish();
-        if (!toStdout) {
-          out(
-            `retrieved ${metadata.name} (${formatSize(metadata.sizeBytes)}, version ` +
-              `${metadata.version}) to ${action.output} in ${elapsed()}`,
-          );
-        }
-      } finally {
-        bar.finish();
       }
       return;
     }
     case 'distribute': {
-      const label = action.as ?? action.file;
-      const bar = new ProgressBar({ stream: process.stderr, label });
-      try {
-        const name = action.as ?? basename(action.file);
-        const metadata = await client.putRecords(action.file, name, {
-          idField: action.idField,
-          onProgress: bar.update,
-          signal,
-        });
-        bar.finish();
-        const count = metadata.records?.count ?? 0;
-        const seconds = (performance.now() - startMs) / 1000;
-        out(
-          `distributed ${metadata.name}: ${count} records (${describeLayout(metadata)}, IDs by ${metadata.records?.lookup === 'ranges' ? 'range' : 'hash'}) in ${elapsed()}` +
-            (seconds > 0 && count > 0 ? `, ${Math.round(count / seconds)} records/s` : ''),
-        );
-      } finally {
-        bar.finish();
-      }
+      const name = action.as ?? basename(action.file);
+      const metadata = await withProgress(process.stderr, name, (onProgress) =>
+        client.putRecords(action.file, name, { idField: action.idField, onProgress, signal }),
+      );
+      const count = metadata.records?.count ?? 0;
+      const seconds = (performance.now() - startMs) / 1000;
+      out(
+        `distributed ${metadata.name}: ${count} records (${describeLayout(metadata)}, IDs by ${metadata.records?.lookup === 'ranges' ? 'range' : 'hash'}) in ${elapsed()}` +
+          (seconds > 0 && count > 0 ? `, ${Math.round(count / seconds)} records/s` : ''),
+      );
       return;
     }
     case 'query': {

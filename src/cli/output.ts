@@ -1,9 +1,10 @@
 /**
  * How dfs-client and its shell show things: sizes and counts in words, local times, aligned
- * tables, file lists and layouts; and the query-by-argument rule both use.
+ * tables, file lists and layouts, progress bars; and the query-by-argument rule both use.
  */
 import type { DfsClient } from '../client/dfs-client.js';
 import { isDfsError } from '../client/errors.js';
+import { ProgressBar, type ProgressBarOptions, type TransferProgress } from '../client/progress.js';
 import type { FileMetadata, ListEntry } from '../protocol/client-protocol.js';
 import type { RecordId } from '../records/record-ids.js';
 import { formatSize } from '../store/sizes.js';
@@ -96,4 +97,21 @@ export async function queryFirst(
     }
   }
   throw first;
+}
+
+/**
+ * Runs a transfer with a progress bar on `stream` (drawn only on a terminal), erased when the
+ * transfer ends either way, so the line printed next starts clean.
+ */
+export async function withProgress<T>(
+  stream: ProgressBarOptions['stream'],
+  label: string,
+  transfer: (onProgress: (progress: TransferProgress) => void) => Promise<T>,
+): Promise<T> {
+  const bar = new ProgressBar({ stream, label });
+  try {
+    return await transfer(bar.update);
+  } finally {
+    bar.finish();
+  }
 }

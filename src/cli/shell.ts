@@ -42,13 +42,12 @@ import path from 'node:path';
 import readline from 'node:readline';
 import type { DfsClient } from '../client/dfs-client.js';
 import { DfsError, isDfsError } from '../client/errors.js';
-import { ProgressBar } from '../client/progress.js';
 import type { FileMetadata } from '../protocol/client-protocol.js';
 import { idCandidates, type RecordId } from '../records/record-ids.js';
 import { formatSize } from '../store/sizes.js';
 import { EXIT, exitStatusOf } from './exit-codes.js';
 import { formatMetricsTable, metricsDocument } from './metrics-table.js';
-import { formatList, plural, queryFirst } from './output.js';
+import { formatList, plural, queryFirst, withProgress } from './output.js';
 
 export const PROMPT = 'memflow> ';
 export const HISTORY_LIMIT = 1000;
@@ -404,55 +403,38 @@ async function execute(
         : formatMetricsTable(status);
     }
     case 'distribute': {
-      const bar = new ProgressBar({ stream: io.errors, label: command.name });
-      try {
-        const metadata = await client.putRecords(command.file, command.name, {
+      const metadata = await withProgress(io.errors, command.name, (onProgress) =>
+        client.putRecords(command.file, command.name, {
           ...(command.idField === undefined ? {} : { idField: command.idField }),
-          onProgress: bar.update,
+          onProgress,
           signal,
-        });
-        const count = metadata.records?.count ?? 0;
-        return `distributed ${metadata.name}: ${plural(count, 'record')} (${describe(metadata)})`;
-      } finally {
-        bar.finish();
-      }
+        }),
+      );
+      const count = metadata.records?.count ?? 0;
+      return `distributed ${metadata.name}: ${plural(count, 'record')} (${describe(metadata)})`;
     }
     case 'query': {
       const record = await abortable(queryFirst(client, command.name, command.ids), signal);
       return JSON.stringify(record, null, 2) ?? 'undefined';
     }
     case 'put': {
-      const bar = new ProgressBar({ stream: io.errors, label: command.name });
-      try {
-        const metadata = await client.upload(command.file, {
-          name: command.name,
-          onProgress: bar.update,
-          signal,
-        });
-        return `uploaded ${metadata.name} (${describe(metadata)})`;
-      } finally {
-        bar.finish();
-      }
+      const metadata = await withProgress(io.errors, command.name, (onProgress) =>
+        client.upload(command.file, { name: command.name, onProgress, signal }),
+      );
+      return `uploaded ${metadata.name} (${describe(metadata)})`;
     }
     case 'get': {
       const toOutput = command.output === '-';
-      const bar = new ProgressBar({ stream: io.errors, label: command.name });
-      try {
-        const metadata = await client.download(
-          command.name,
-          toOutput ? io.output : command.output,
-          {
-            force: command.force,
-            onProgress: bar.update,
-            signal,
-          },
-        );
-        return toOutput
-          ? ''
-          : `retrieved ${metadata.name} (${describe(metadata)}) to ${command.output}`;
-      } finally {
-        bar.finish();
-      }
+      const metadata = await withProgress(io.errors, command.name, (onProgress) =>
+        client.download(command.name, toOutput ? io.output : command.output, {
+          force: command.force,
+          onProgress,
+          signal,
+        }),
+      );
+      return toOutput
+        ? ''
+        : `retrieved ${metadata.name} (${describe(metadata)}) to ${command.output}`;
     }
   }
 }

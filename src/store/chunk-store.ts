@@ -134,6 +134,32 @@ export function noSpaceError(id: string, neededBytes: number, availableBytes: nu
   );
 }
 
+/**
+ * Checks bytes read back against what was stored (size and checksum): STORE_CORRUPT naming
+ * `where` (e.g. "on disk") when they differ, so the caller moves on to another copy.
+ */
+export function verifyStoredChunk(
+  id: string,
+  where: string,
+  data: Uint8Array,
+  stored: { sizeBytes: number; checksum: string },
+): void {
+  const actual = chunkChecksum(data);
+  if (data.byteLength === stored.sizeBytes && actual === stored.checksum) return;
+  throw new StoreError(
+    'STORE_CORRUPT',
+    `chunk ${id} ${where} no longer matches its checksum (${data.byteLength} bytes read, ` +
+      `${stored.sizeBytes} stored)`,
+    {
+      id,
+      expected: stored.checksum,
+      actual,
+      sizeBytes: data.byteLength,
+      storedSizeBytes: stored.sizeBytes,
+    },
+  );
+}
+
 export function notFoundError(id: string): StoreError {
   return new StoreError('STORE_NOT_FOUND', `chunk ${id} is not stored here`, { id });
 }
@@ -150,6 +176,15 @@ function compareIds(a: StoredChunk, b: StoredChunk): number {
 
 export function sortChunks(chunks: StoredChunk[]): StoredChunk[] {
   return chunks.sort(compareIds);
+}
+
+/** What list() answers for a store that keeps each chunk's size and checksum by id. */
+export function listChunks(
+  chunks: ReadonlyMap<string, { sizeBytes: number; checksum: string }>,
+): StoredChunk[] {
+  return sortChunks(
+    [...chunks].map(([id, c]) => ({ id, sizeBytes: c.sizeBytes, checksum: c.checksum })),
+  );
 }
 
 /**
@@ -193,14 +228,10 @@ export class MemoryChunkStore implements ChunkStore {
       validateChunkId(id);
       const chunk = this.chunks.get(id);
       if (chunk === undefined) throw notFoundError(id);
-      const actual = chunkChecksum(chunk.data);
-      if (actual !== chunk.checksum) {
-        throw new StoreError('STORE_CORRUPT', `chunk ${id} no longer matches its checksum`, {
-          id,
-          expected: chunk.checksum,
-          actual,
-        });
-      }
+      verifyStoredChunk(id, 'in memory', chunk.data, {
+        sizeBytes: chunk.data.byteLength,
+        checksum: chunk.checksum,
+      });
       return Promise.resolve(Buffer.from(chunk.data));
     } catch (err) {
       return rejected(err);

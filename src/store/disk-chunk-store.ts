@@ -29,15 +29,15 @@ import {
 } from 'node:fs/promises';
 import { join } from 'node:path';
 import { blake3 } from '@napi-rs/blake-hash';
-import { chunkChecksum } from './checksum.js';
 import {
   checkPutArguments,
   conflictError,
   MAX_CHUNK_ID_LENGTH,
   noSpaceError,
   notFoundError,
-  sortChunks,
+  listChunks,
   validateChunkId,
+  verifyStoredChunk,
   type ChunkStore,
   type StoredChunk,
 } from './chunk-store.js';
@@ -303,21 +303,7 @@ export class DiskChunkStore implements ChunkStore {
       }
       throw ioError(err, `cannot read chunk ${id}`, id);
     }
-    const actual = chunkChecksum(data);
-    if (data.byteLength !== entry.sizeBytes || actual !== entry.checksum) {
-      throw new StoreError(
-        'STORE_CORRUPT',
-        `chunk ${id} on disk no longer matches its checksum (${data.byteLength} bytes read, ` +
-          `${entry.sizeBytes} stored)`,
-        {
-          id,
-          expected: entry.checksum,
-          actual,
-          sizeBytes: data.byteLength,
-          storedSizeBytes: entry.sizeBytes,
-        },
-      );
-    }
+    verifyStoredChunk(id, 'on disk', data, entry);
     return data;
   }
 
@@ -343,9 +329,7 @@ export class DiskChunkStore implements ChunkStore {
   }
 
   list(): StoredChunk[] {
-    return sortChunks(
-      [...this.chunks].map(([id, e]) => ({ id, sizeBytes: e.sizeBytes, checksum: e.checksum })),
-    );
+    return listChunks(this.chunks);
   }
 
   usedBytes(): number {

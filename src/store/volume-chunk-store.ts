@@ -78,8 +78,9 @@ import {
   MAX_CHUNK_ID_LENGTH,
   noSpaceError,
   notFoundError,
-  sortChunks,
+  listChunks,
   validateChunkId,
+  verifyStoredChunk,
   type ChunkStore,
   type StoredChunk,
 } from './chunk-store.js';
@@ -856,21 +857,7 @@ export class VolumeChunkStore implements ChunkStore {
       volume.readers--;
       if (volume.retired && volume.readers === 0) void volume.handle.close().catch(() => {});
     }
-    const actual = chunkChecksum(data.subarray(0, got));
-    if (got !== entry.sizeBytes || actual !== entry.checksum) {
-      throw new StoreError(
-        'STORE_CORRUPT',
-        `chunk ${id} in ${volumeFileName(volume.number)} no longer matches its checksum ` +
-          `(${got} bytes read, ${entry.sizeBytes} stored)`,
-        {
-          id,
-          expected: entry.checksum,
-          actual,
-          sizeBytes: got,
-          storedSizeBytes: entry.sizeBytes,
-        },
-      );
-    }
+    verifyStoredChunk(id, `in ${volumeFileName(volume.number)}`, data.subarray(0, got), entry);
     return data;
   }
 
@@ -899,9 +886,7 @@ export class VolumeChunkStore implements ChunkStore {
   }
 
   list(): StoredChunk[] {
-    return sortChunks(
-      [...this.chunks].map(([id, e]) => ({ id, sizeBytes: e.sizeBytes, checksum: e.checksum })),
-    );
+    return listChunks(this.chunks);
   }
 
   usedBytes(): number {

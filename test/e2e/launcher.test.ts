@@ -14,60 +14,21 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { WatchedProcess, type Exit } from '../helpers/watched-process.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const BIN = path.join(ROOT, 'bin', 'memflow-run.js');
 const PROBE = path.join(ROOT, 'dist', 'test', 'fixtures', 'rank-probe.js');
 const WAIT_MS = 15_000;
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
 /** One launcher process, its output split into lines as it arrives. */
-class LauncherRun {
-  readonly stdout: string[] = [];
-  readonly stderr: string[] = [];
-  readonly exit: Promise<Exit>;
-  exited = false;
-  private readonly listeners = new Set<() => void>();
-
-  constructor(readonly child: ChildProcess) {
-    this.collect(child.stdout, this.stdout);
-    this.collect(child.stderr, this.stderr);
-    this.exit = new Promise((resolve) => {
-      child.once('close', (code, signal) => {
-        this.exited = true;
-        this.notify();
-        resolve({ code, signal });
-      });
-    });
+class LauncherRun extends WatchedProcess {
+  constructor(child: ChildProcess) {
+    super(child, 'launcher');
   }
 
-  /** Resolves once `predicate` holds; rejects at the deadline or if the launcher ends first. */
-  waitFor(what: string, predicate: () => boolean, timeoutMs = WAIT_MS): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (predicate()) {
-          done();
-          resolve();
-        } else if (this.exited) {
-          done();
-          reject(new Error(`launcher ended before ${what}\n${this.transcript()}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`no ${what} within ${timeoutMs} ms\n${this.transcript()}`));
-      }, timeoutMs);
-      const done = (): void => {
-        clearTimeout(timer);
-        this.listeners.delete(check);
-      };
-      this.listeners.add(check);
-      check();
-    });
+  override waitFor(what: string, predicate: () => boolean, timeoutMs = WAIT_MS): Promise<void> {
+    return super.waitFor(what, predicate, timeoutMs);
   }
 
   /** Waits for `count` readiness lines and returns the rank pids by rank. */
@@ -90,29 +51,6 @@ class LauncherRun {
       if (match !== null) pids.set(Number(match[1]), Number(match[2]));
     }
     return pids;
-  }
-
-  transcript(): string {
-    return `stdout:\n${this.stdout.join('\n')}\nstderr:\n${this.stderr.join('\n')}`;
-  }
-
-  private collect(stream: NodeJS.ReadableStream | null, lines: string[]): void {
-    let partial = '';
-    stream?.setEncoding('utf8');
-    stream?.on('data', (chunk: string) => {
-      const parts = (partial + chunk).split('\n');
-      partial = parts.pop() ?? '';
-      lines.push(...parts);
-      this.notify();
-    });
-    stream?.on('end', () => {
-      if (partial !== '') lines.push(partial);
-      this.notify();
-    });
-  }
-
-  private notify(): void {
-    [...this.listeners].forEach((listener) => listener());
   }
 }
 

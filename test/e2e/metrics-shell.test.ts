@@ -36,6 +36,7 @@ import {
   writePseudoRandomFile,
   type DfsResult,
 } from '../helpers/store-process.js';
+import { FAST } from '../helpers/store-checks.js';
 
 const HAVE_SCRIPT = spawnSync('script', ['--version'], { encoding: 'utf8' }).status === 0;
 const ESC = '\x1b[';
@@ -46,7 +47,7 @@ let work: string;
 beforeAll(async () => {
   store = await StoreProcess.start({
     chunkSize: '64K',
-    extraArgs: ['--capacity', '256M', '--heartbeat-ms', '200', '--dead-after-ms', '1500'],
+    extraArgs: ['--capacity', '256M', ...FAST],
   });
   work = makeTempDir('metrics-shell');
   for (const [name, size] of [

@@ -43,9 +43,8 @@ import {
   waitReplicated,
   withClient,
   type Files,
+  FAST,
 } from '../helpers/store-checks.js';
-
-const FAST = ['--heartbeat-ms', '200', '--dead-after-ms', '1500'];
 
 const joiners: ChildProcess[] = [];
 

@@ -54,10 +54,9 @@ import {
   waitReplicated,
   withClient,
   type Files,
+  FAST,
 } from '../helpers/store-checks.js';
 
-/** Fast failure detection: suspect after 600 ms of silence, dead after 1.5 s. */
-const FAST = ['--heartbeat-ms', '200', '--dead-after-ms', '1500'];
 const BIG = 200 * MiB;
 
 const started: StoreProcess[] = [];

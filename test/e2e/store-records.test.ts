@@ -18,9 +18,7 @@ import {
   waitUntil,
   type DfsResult,
 } from '../helpers/store-process.js';
-import { expectClearFailure, withClient } from '../helpers/store-checks.js';
-
-const FAST = ['--heartbeat-ms', '200', '--dead-after-ms', '1500'];
+import { expectClearFailure, withClient, FAST } from '../helpers/store-checks.js';
 
 afterEach(async () => {
   await cleanupStores();

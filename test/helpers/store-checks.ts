@@ -20,6 +20,9 @@ import {
   type StoreProcess,
 } from './store-process.js';
 
+/** Store options for fast failure detection: suspect after 600 ms of silence, dead after 1.5 s. */
+export const FAST = ['--heartbeat-ms', '200', '--dead-after-ms', '1500'];
+
 // ---- rank 0's log --------------------------------------------------------------------------
 
 const RANK0 = '[0] memflow-rank 0: ';

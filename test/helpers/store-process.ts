@@ -24,6 +24,7 @@ import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { DfsClient } from '../../src/client/dfs-client.js';
 import type { StatusResult } from '../../src/protocol/client-protocol.js';
+import { WatchedProcess, type Exit } from './watched-process.js';
 
 export const REPO_ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const MEMFLOW_RUN = path.join(REPO_ROOT, 'bin', 'memflow-run.js');
@@ -183,24 +184,15 @@ export interface StoreOptions {
   readyTimeoutMs?: number;
 }
 
-export interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
+export type { Exit } from './watched-process.js';
 
 const READY = /^\[0\] MemFlow store ready: clients connect to (\S+):(\d+) /;
 const stores = new Set<StoreProcess>();
 
 /** One run of memflow-run in store mode; restart() starts a new run on the same data dir. */
-export class StoreProcess {
-  readonly stdout: string[] = [];
-  readonly stderr: string[] = [];
-  readonly exit: Promise<Exit>;
-  exited = false;
-  exitInfo: Exit | undefined;
+export class StoreProcess extends WatchedProcess {
   /** memflow-rank pid by rank, read once the store is ready. */
   rankPids = new Map<number, number>();
-  private readonly listeners = new Set<() => void>();
 
   private constructor(
     readonly dataDir: string,
@@ -208,16 +200,7 @@ export class StoreProcess {
     readonly options: StoreOptions,
     readonly launcher: ChildProcess,
   ) {
-    this.collect(launcher.stdout, this.stdout);
-    this.collect(launcher.stderr, this.stderr);
-    this.exit = new Promise((resolve) => {
-      launcher.once('close', (code, signal) => {
-        this.exited = true;
-        this.exitInfo = { code, signal };
-        this.notify();
-        resolve({ code, signal });
-      });
-    });
+    super(launcher, 'the store');
   }
 
   /** Starts a store on a fresh temporary data dir and a free port; resolves once it serves. */
@@ -468,33 +451,8 @@ export class StoreProcess {
     return (await this.status()).ranks.reduce((sum, r) => sum + r.chunkCopies, 0);
   }
 
-  /** Resolves once `predicate` holds; rejects at the deadline or if the launcher ends first. */
-  waitFor(what: string, predicate: () => boolean, timeoutMs: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (predicate()) {
-          done();
-          resolve();
-        } else if (this.exited) {
-          done();
-          reject(new Error(`the store ended before ${what}\n${this.transcript()}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`no ${what} within ${timeoutMs} ms\n${this.transcript()}`));
-      }, timeoutMs);
-      const done = (): void => {
-        clearTimeout(timer);
-        this.listeners.delete(check);
-      };
-      this.listeners.add(check);
-      check();
-    });
-  }
-
-  transcript(): string {
-    return `store ${this.dataDir} port ${this.port}\nstdout:\n${this.stdout.join('\n')}\nstderr:\n${this.stderr.join('\n')}`;
+  override transcript(): string {
+    return `store ${this.dataDir} port ${this.port}\n${super.transcript()}`;
   }
 
   private findRankPids(): Map<number, number> {
@@ -504,25 +462,6 @@ export class StoreProcess {
       if (rank !== undefined) pids.set(Number(rank), p.pid);
     }
     return pids;
-  }
-
-  private collect(stream: NodeJS.ReadableStream | null, lines: string[]): void {
-    let partial = '';
-    stream?.setEncoding('utf8');
-    stream?.on('data', (chunk: string) => {
-      const parts = (partial + chunk).split('\n');
-      partial = parts.pop() ?? '';
-      lines.push(...parts);
-      this.notify();
-    });
-    stream?.on('end', () => {
-      if (partial !== '') lines.push(partial);
-      this.notify();
-    });
-  }
-
-  private notify(): void {
-    [...this.listeners].forEach((listener) => listener());
   }
 }
 
