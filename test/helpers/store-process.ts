@@ -395,19 +395,6 @@ export class StoreProcess extends WatchedProcess {
     return StoreProcess.launchOnFreePort(this.dataDir, this.port, this.options);
   }
 
-  /** The chunk files (not temp files) under rank-N/chunks of every data rank (one-file-per-chunk layout). */
-  chunkFiles(): string[] {
-    return chunkFilesUnder(this.dataDir);
-  }
-
-  /**
-   * Whether the data ranks keep one file per chunk (DiskChunkStore: rank-N/chunks/xx/ID.SUM), so
-   * chunkFiles() counts chunk copies; volumes (VolumeChunkStore) hold many chunks per file.
-   */
-  usesChunkFiles(): boolean {
-    return usesChunkFileLayout(this.dataDir);
-  }
-
   /**
    * The chunk copies on the data ranks' disks, read from the files themselves (not from the
    * store's word): rank -> chunk ids. Undefined when the on-disk layout is not one this helper
@@ -665,59 +652,30 @@ export function chunkCopiesOnDisk(dataDir: string): Map<number, Set<string>> | u
 
 function fileChunkIds(chunksDir: string): Set<string> {
   const ids = new Set<string>();
-  for (const sub of fs.readdirSync(chunksDir, { withFileTypes: true })) {
-    if (!sub.isDirectory()) continue;
-    for (const name of fs.readdirSync(path.join(chunksDir, sub.name))) {
-      const match = CHUNK_FILE.exec(name);
-      if (match !== null && !name.startsWith('.')) ids.add(match[1]!);
-    }
+  for (const { name } of chunkLayoutFiles(chunksDir)) {
+    const match = CHUNK_FILE.exec(name);
+    if (match !== null && !name.startsWith('.')) ids.add(match[1]!);
   }
   return ids;
 }
 
-/** Chunk files (not temp files) under DIR/rank-N/chunks/xx/ of every data rank (one-file-per-chunk layout). */
-export function chunkFilesUnder(dataDir: string): string[] {
-  const files: string[] = [];
-  for (const dir of dataRankDirs(dataDir)) {
-    const chunks = path.join(dir, 'chunks');
-    if (!fs.existsSync(chunks)) continue;
-    for (const sub of fs.readdirSync(chunks, { withFileTypes: true })) {
-      if (!sub.isDirectory()) continue;
-      for (const name of fs.readdirSync(path.join(chunks, sub.name))) {
-        if (!name.startsWith('.')) files.push(path.join(path.basename(dir), sub.name, name));
-      }
-    }
+/** Every file of a one-file-per-chunk folder (rank-N/chunks/xx/NAME), temp files included. */
+function* chunkLayoutFiles(chunksDir: string): Generator<{ name: string; file: string }> {
+  if (!fs.existsSync(chunksDir)) return;
+  for (const sub of fs.readdirSync(chunksDir, { withFileTypes: true })) {
+    if (!sub.isDirectory()) continue;
+    for (const name of fs.readdirSync(path.join(chunksDir, sub.name)))
+      yield { name, file: path.join(chunksDir, sub.name, name) };
   }
-  return files;
-}
-
-/** True when some data rank has DiskChunkStore's two-hex-digit chunk subfolders. */
-export function usesChunkFileLayout(dataDir: string): boolean {
-  return dataRankDirs(dataDir).some((dir) => {
-    try {
-      return fs
-        .readdirSync(path.join(dir, 'chunks'), { withFileTypes: true })
-        .some((e) => e.isDirectory() && /^[0-9a-f]{2}$/.test(e.name));
-    } catch {
-      return false;
-    }
-  });
 }
 
 /** Temp files (".tmp.*") of half-written chunks in the one-file-per-chunk layout. */
 export function tempChunkFilesUnder(dataDir: string): string[] {
-  const files: string[] = [];
-  for (const dir of dataRankDirs(dataDir)) {
-    const chunks = path.join(dir, 'chunks');
-    if (!fs.existsSync(chunks)) continue;
-    for (const sub of fs.readdirSync(chunks, { withFileTypes: true })) {
-      if (!sub.isDirectory()) continue;
-      for (const name of fs.readdirSync(path.join(chunks, sub.name))) {
-        if (name.startsWith('.')) files.push(path.join(dir, sub.name, name));
-      }
-    }
-  }
-  return files;
+  return dataRankDirs(dataDir).flatMap((dir) =>
+    [...chunkLayoutFiles(path.join(dir, 'chunks'))]
+      .filter(({ name }) => name.startsWith('.'))
+      .map(({ file }) => file),
+  );
 }
 
 /** The rank-N folders of data ranks (N >= 1) under a data dir. */
