@@ -35,6 +35,9 @@ async function writeRandomFile(path: string, bytes: number): Promise<void> {
   try {
     for (let done = 0; done < bytes; done += zero.length)
       await handle.write(cipher.update(zero.subarray(0, Math.min(zero.length, bytes - done))));
+    // On disk before the first measurement, so the kernel's write-back of this file does not
+    // compete with the uploads for the disk and the CPU.
+    await handle.sync();
   } finally {
     await handle.close();
   }

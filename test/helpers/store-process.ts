@@ -743,8 +743,9 @@ const VOLUME_RECORD_MAGIC = 0x5243464d;
 
 /**
  * Every record in rank-`rank`'s volume files under `dataDir`, volume by volume in file order,
- * read header by header (the chunk bytes are skipped, not read). A volume's scan stops at the
- * first header that is cut off or has no magic: the tail a rank is writing at this moment.
+ * read header by header (the chunk bytes are skipped, not read), pad records passed over. A
+ * volume's scan stops at the first header that is cut off or has no magic: the tail a rank is
+ * writing at this moment.
  */
 export function volumeRecordsUnder(dataDir: string, rank: number): VolumeRecord[] {
   const dir = path.join(dataDir, `rank-${rank}`, 'volumes');
@@ -777,8 +778,13 @@ export function volumeRecordsUnder(dataDir: string, rank: number): VolumeRecord[
         const idLength = head.readUInt8(5);
         const dataLength = head.readUInt32LE(16);
         const dataOffset = offset + VOLUME_RECORD_HEADER_BYTES + idLength;
-        if ((type !== 1 && type !== 2) || got < VOLUME_RECORD_HEADER_BYTES + idLength) break;
+        if (type < 1 || type > 3 || got < VOLUME_RECORD_HEADER_BYTES + idLength) break;
         if (dataOffset + dataLength > size) break;
+        if (type === 3) {
+          // A pad: room up to an aligned offset for a direct write, no chunk.
+          offset = dataOffset + dataLength;
+          continue;
+        }
         records.push({
           file,
           offset,

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { directIoInTmpdir } from '../helpers/direct-io.js';
 import {
   CHUNK_CHECKSUM_HEX_LENGTH,
   chunkChecksum,
@@ -296,6 +297,8 @@ function describeChunkStoreContract(kind: string, make: StoreFactory): void {
   });
 }
 
+const directIo = await directIoInTmpdir();
+
 describeChunkStoreContract('MemoryChunkStore', (capacityBytes) =>
   Promise.resolve(new MemoryChunkStore(capacityBytes)),
 );
@@ -313,6 +316,18 @@ describe('VolumeChunkStore (contract)', () => {
     opened.push(store);
     return store;
   });
+  // Every batch with O_DIRECT, tombstones included: pads around every write.
+  if (!directIo.works) console.log(`skipping the direct-I/O contract run: ${directIo.why}`);
+  else
+    describeChunkStoreContract('VolumeChunkStore, every write direct', async (capacityBytes) => {
+      const store = await VolumeChunkStore.open(await freshDir(), {
+        capacityBytes,
+        directIoFromBytes: 0,
+      });
+      opened.push(store);
+      expect(store.stats().directIo).toBe(true);
+      return store;
+    });
 });
 
 describe('MemoryChunkStore only', () => {

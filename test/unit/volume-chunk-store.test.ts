@@ -6,6 +6,7 @@
  * and closes the stores it opened.
  */
 import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
 import {
   appendFile,
   mkdtemp,
@@ -20,7 +21,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as zlib from 'node:zlib';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { directIoInTmpdir } from '../helpers/direct-io.js';
 import { chunkChecksum } from '../../src/store/checksum.js';
+import { DIRECT_IO_ALIGN } from '../../src/store/aligned-memory.js';
 import { StoreError, isStoreError, type StoreErrorCode } from '../../src/store/errors.js';
 import {
   RECORD_HEADER_BYTES,
@@ -32,18 +35,28 @@ import {
 
 // Faults injected into every file handle opened through node:fs/promises, checked at each call:
 // 'enospc' writes half of the first buffer and then fails with ENOSPC (a disk filling up in the
-// middle of a record); 'eio' fails fdatasync.
+// middle of a record); 'eio' fails fdatasync; 'einval' refuses opens with O_DIRECT, as tmpfs does.
 interface Faults {
   writes: 'ok' | 'enospc';
   partialWritten: boolean;
   datasync: 'ok' | 'eio';
+  direct: 'ok' | 'einval';
 }
-const fault = vi.hoisted((): Faults => ({ writes: 'ok', partialWritten: false, datasync: 'ok' }));
+const fault = vi.hoisted((): Faults => ({
+  writes: 'ok',
+  partialWritten: false,
+  datasync: 'ok',
+  direct: 'ok',
+}));
 vi.mock('node:fs/promises', async (importOriginal) => {
   const real = await importOriginal<typeof import('node:fs/promises')>();
   const failure = (code: string, syscall: string): Promise<never> =>
     Promise.reject(Object.assign(new Error(`${code}: injected, ${syscall}`), { code, syscall }));
   const open: typeof real.open = async (...args) => {
+    const flags = args[1];
+    if (fault.direct === 'einval' && typeof flags === 'number' && flags & constants.O_DIRECT) {
+      return failure('EINVAL', 'open');
+    }
     const handle = await real.open(...args);
     return new Proxy(handle, {
       get(target, prop) {
@@ -73,12 +86,16 @@ vi.mock('node:fs/promises', async (importOriginal) => {
   return { ...real, default: { ...real, open }, open };
 });
 
+const directIo = await directIoInTmpdir();
+if (!directIo.works) console.log(`skipping the direct-I/O tests: ${directIo.why}`);
+
 const temps: string[] = [];
 const opened: VolumeChunkStore[] = [];
 afterEach(async () => {
   fault.writes = 'ok';
   fault.partialWritten = false;
   fault.datasync = 'ok';
+  fault.direct = 'ok';
   await Promise.all(opened.splice(0).map((s) => s.close()));
   await Promise.all(temps.splice(0).map((d) => rm(d, { recursive: true, force: true })));
 });
@@ -161,7 +178,7 @@ describe('VolumeChunkStore', () => {
     expect(volumeFileName(1)).toBe('volume-00000001.dat');
     const file = await readFile(join(dir, volumeFileName(1)));
     expect(file.toString('latin1', 0, 8)).toBe('MFVOLUME');
-    expect(file.readUInt32LE(8)).toBe(1); // format
+    expect(file.readUInt32LE(8)).toBe(2); // format
     expect(file.readUInt32LE(12)).toBe(1); // volume number
     const put = VOLUME_FILE_HEADER_BYTES;
     expect(file.readUInt32LE(put)).toBe(0x5243464d);
@@ -612,9 +629,15 @@ describe('VolumeChunkStore', () => {
     expect(third.stats().recovery).toEqual({ droppedTailBytes: 0, damagedVolumes: [] });
   });
 
-  it('matches a model through random puts, deletes, compactions and reopens', async () => {
-    // A small seeded PRNG (mulberry32), so a failure can be replayed.
-    for (const seed of [1, 2, 3]) {
+  it('matches a model through random puts, deletes, compactions and reopens, buffered and direct', async () => {
+    // A small seeded PRNG (mulberry32), so a failure can be replayed. Each seed runs through the
+    // page cache only, and with every batch of 1000 bytes or more written with O_DIRECT (so
+    // buffered records, pads and direct records mix in every volume and in compactions).
+    const runs = [1, 2, 3].flatMap((n): [number, number][] => [
+      [n, Infinity],
+      [n, 1000],
+    ]);
+    for (const [seed, directIoFromBytes] of runs) {
       let state = seed * 0x9e3779b9;
       const random = (): number => {
         state = (state + 0x6d2b79f5) | 0;
@@ -623,8 +646,9 @@ describe('VolumeChunkStore', () => {
         return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
       };
       const dir = await freshDir();
-      const options = { volumeBytes: 8 * 1024 };
+      const options = { volumeBytes: 8 * 1024, directIoFromBytes };
       let store = await openStore(dir, options);
+      expect(store.stats().directIo).toBe(directIoFromBytes !== Infinity && directIo.works);
       const model = new Map<string, Buffer>();
       for (let step = 0; step < 300; step++) {
         const id = `k${Math.floor(random() * 25)}`;
@@ -639,7 +663,9 @@ describe('VolumeChunkStore', () => {
             await store.put(id, existing, chunkChecksum(existing)); // idempotent
           }
         } else if (roll < 0.8) {
-          expect(await store.delete(id), `${seed}/${step} delete ${id}`).toBe(model.delete(id));
+          expect(await store.delete(id), `${seed}/${directIoFromBytes}/${step} delete ${id}`).toBe(
+            model.delete(id),
+          );
         } else if (roll < 0.88) {
           await store.compact({ minGarbageRatio: random() * 0.6 });
         } else if (roll < 0.94) {
@@ -652,10 +678,12 @@ describe('VolumeChunkStore', () => {
           store = await openStore(dir, options);
         }
         const listed = store.list().map((c) => c.id);
-        expect(listed, `${seed}/${step}`).toEqual([...model.keys()].sort());
+        expect(listed, `${seed}/${directIoFromBytes}/${step}`).toEqual([...model.keys()].sort());
         const stats = store.stats();
-        expect(stats.garbageBytes, `${seed}/${step}`).toBeGreaterThanOrEqual(0);
-        expect(stats.recovery, `${seed}/${step}`).toEqual({
+        expect(stats.garbageBytes, `${seed}/${directIoFromBytes}/${step}`).toBeGreaterThanOrEqual(
+          0,
+        );
+        expect(stats.recovery, `${seed}/${directIoFromBytes}/${step}`).toEqual({
           droppedTailBytes: 0,
           damagedVolumes: [],
         });
@@ -844,6 +872,124 @@ describe('VolumeChunkStore', () => {
     await expectContents(reopened, chunks);
     const more = await putMany(reopened, 1, 100, 'more');
     for (const [id, d] of more) chunks.set(id, d);
+    await reopened.close();
+    await expectContents(await openStore(dir), chunks);
+  });
+});
+
+describe.skipIf(!directIo.works)('VolumeChunkStore with direct I/O', () => {
+  const MiB = 1024 * 1024;
+
+  it('writes large chunks with O_DIRECT at aligned offsets between pads, small ones buffered, and reads all back', async () => {
+    const dir = await freshDir();
+    const store = await openStore(dir);
+    expect(store.stats().directIo).toBe(true);
+    const chunks = new Map<string, Buffer>();
+    // Odd sizes, so that neither records nor batches end on an alignment boundary by chance.
+    const sizes = [MiB + 7, 4096, 3 * MiB + 1, 10, 600 * 1024, 0, 2 * MiB];
+    for (const [i, size] of sizes.entries()) {
+      const data = randomBytes(size);
+      await store.put(`m${i}`, data, chunkChecksum(data));
+      chunks.set(`m${i}`, data);
+    }
+    const large = sizes.flatMap((size, i) => (size >= 512 * 1024 ? [`m${i}`] : []));
+    for (const id of large) expect(store.locate(id).recordOffset % DIRECT_IO_ALIGN, id).toBe(0);
+    expect(store.stats().directBatches).toBe(large.length);
+    await expectContents(store, chunks);
+    // Pads are neither chunks nor live bytes: a few KiB of garbage per large chunk at most.
+    expect(store.stats().garbageBytes).toBeLessThan(large.length * 2 * (DIRECT_IO_ALIGN + 57));
+    await store.close();
+
+    const reopened = await openStore(dir);
+    await expectContents(reopened, chunks);
+    expect(reopened.stats().recovery).toEqual({ droppedTailBytes: 0, damagedVolumes: [] });
+    // Damage is still found: a direct read sees a byte changed through the page cache.
+    await reopened.damage('m2', 12345);
+    await expectCode(reopened.get('m2'), 'STORE_CORRUPT');
+  });
+
+  it('cuts off a direct write torn before its data reached the disk, pad and all', async () => {
+    const dir = await freshDir();
+    const store = await openStore(dir);
+    const chunks = await putMany(store, 2, MiB);
+    const torn = randomBytes(MiB + 100);
+    await store.put('torn', torn, chunkChecksum(torn));
+    const where = store.locate('torn');
+    await store.close();
+    // The record's header and closing pad were written, its data blocks were not (the disk may
+    // complete the blocks of one write in any order before a crash).
+    const path = join(dir, volumeFileName(1));
+    const file = await readFile(path);
+    file.fill(0, where.dataOffset, where.dataOffset + where.sizeBytes);
+    await writeFile(path, file);
+
+    const reopened = await openStore(dir);
+    await expectContents(reopened, chunks);
+    expect(reopened.stats().recovery.droppedTailBytes).toBe(file.byteLength - where.recordOffset);
+    expect(reopened.stats().recovery.damagedVolumes).toEqual([]);
+    // Writing goes on after the cut, aligned again.
+    const next = randomBytes(MiB);
+    await reopened.put('next', next, chunkChecksum(next));
+    chunks.set('next', next);
+    expect(reopened.locate('next').recordOffset % DIRECT_IO_ALIGN).toBe(0);
+    await reopened.close();
+    await expectContents(await openStore(dir), chunks);
+  });
+
+  it('goes through the page cache where O_DIRECT is refused, with the same results', async () => {
+    fault.direct = 'einval';
+    const dir = await freshDir();
+    const store = await openStore(dir);
+    expect(store.stats().directIo).toBe(false);
+    const chunks = await putMany(store, 3, 2 * MiB);
+    expect(store.stats().directBatches).toBe(0);
+    await expectContents(store, chunks);
+    await store.close();
+    // Written without pads, read later with direct I/O: the same chunks.
+    fault.direct = 'ok';
+    const reopened = await openStore(dir);
+    expect(reopened.stats().directIo).toBe(true);
+    await expectContents(reopened, chunks);
+  });
+
+  it('compacts volumes of direct records and pads, and keeps every live chunk', async () => {
+    const dir = await freshDir();
+    const store = await openStore(dir, { volumeBytes: 8 * MiB, autoCompact: false });
+    const chunks = await putMany(store, 12, MiB + 1000);
+    for (let i = 0; i < 12; i += 3) {
+      expect(await store.delete(`c${i}`)).toBe(true);
+      chunks.delete(`c${i}`);
+    }
+    for (let i = 1; i < 12; i += 3) {
+      expect(await store.delete(`c${i}`)).toBe(true);
+      chunks.delete(`c${i}`);
+    }
+    const result = await store.compact();
+    expect(result.volumes.length).toBeGreaterThan(0);
+    await expectContents(store, chunks);
+    await store.close();
+    const reopened = await openStore(dir);
+    await expectContents(reopened, chunks);
+    expect(reopened.stats().recovery).toEqual({ droppedTailBytes: 0, damagedVolumes: [] });
+  });
+
+  it('reads a volume of format 1 and appends to a new volume instead', async () => {
+    const dir = await freshDir();
+    const store = await openStore(dir, { directIoFromBytes: Infinity });
+    const chunks = await putMany(store, 3, 5000);
+    await store.close();
+    const path = join(dir, volumeFileName(1));
+    const file = await readFile(path);
+    file.writeUInt32LE(1, 8); // what the store wrote before pads existed
+    await writeFile(path, file);
+
+    const reopened = await openStore(dir);
+    await expectContents(reopened, chunks);
+    const big = randomBytes(MiB);
+    await reopened.put('big', big, chunkChecksum(big));
+    chunks.set('big', big);
+    expect(reopened.locate('big').volume).toBe(2);
+    expect((await readFile(path)).readUInt32LE(8)).toBe(1);
     await reopened.close();
     await expectContents(await openStore(dir), chunks);
   });
