@@ -53,28 +53,30 @@ export class AlignedSlab {
 }
 
 /**
- * A bounded set of slabs for I/O that runs concurrently (reads). acquire() returns undefined
- * when all are lent out; the caller then does the I/O through the page cache instead of waiting.
+ * A bounded set of slabs for I/O that runs concurrently (reads). acquire() waits, first come
+ * first served, while all are lent out: a read through the page cache instead would fill fresh
+ * page-cache pages, the very cost direct I/O is there to avoid.
  */
 export class SlabPool {
   private readonly free: AlignedSlab[] = [];
-  private lent = 0;
+  private readonly waiting: ((slab: AlignedSlab) => void)[] = [];
+  private created = 0;
 
   constructor(private readonly size: number) {}
 
-  acquire(): AlignedSlab | undefined {
+  acquire(): Promise<AlignedSlab> {
     const slab = this.free.pop();
-    if (slab !== undefined) {
-      this.lent++;
-      return slab;
+    if (slab !== undefined) return Promise.resolve(slab);
+    if (this.created < this.size) {
+      this.created++;
+      return Promise.resolve(new AlignedSlab());
     }
-    if (this.lent >= this.size) return undefined;
-    this.lent++;
-    return new AlignedSlab();
+    return new Promise((resolve) => this.waiting.push(resolve));
   }
 
   release(slab: AlignedSlab): void {
-    this.lent--;
-    this.free.push(slab);
+    const next = this.waiting.shift();
+    if (next !== undefined) next(slab);
+    else this.free.push(slab);
   }
 }

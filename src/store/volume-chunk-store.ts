@@ -127,7 +127,7 @@ const MIN_PAD_BYTES = RECORD_HEADER_BYTES + PAD_ID.length;
 const ZERO_CHECKSUM = '0'.repeat(64);
 /** Default smallest batch written with O_DIRECT (and smallest chunk read with it). */
 export const DEFAULT_DIRECT_IO_FROM_BYTES = 512 * 1024;
-/** Large reads with O_DIRECT at once; more go through the page cache rather than wait. */
+/** Large reads with O_DIRECT at once (each holds an aligned buffer of its size); more wait. */
 const DIRECT_READS = 4;
 /**
  * Largest batch written at once (one record may exceed it on its own). Small, so large records
@@ -989,14 +989,15 @@ export class VolumeChunkStore implements ChunkStore {
     const entry = this.chunks.get(id);
     if (entry === undefined) throw notFoundError(id);
     const volume = entry.volume;
-    const data = Buffer.allocUnsafeSlow(entry.sizeBytes);
     const dataOffset = entry.offset + RECORD_HEADER_BYTES + entry.idLength;
+    let got: number;
+    // Counted before any wait: a compaction that moves the chunk meanwhile keeps this file open.
+    volume.readers++;
     const slab =
       volume.direct !== undefined && entry.sizeBytes >= this.directIoFromBytes
-        ? this.direct?.readSlabs.acquire()
+        ? await this.direct?.readSlabs.acquire()
         : undefined;
-    let got: number;
-    volume.readers++;
+    const data = Buffer.allocUnsafeSlow(entry.sizeBytes);
     try {
       if (slab !== undefined && volume.direct !== undefined) {
         // The aligned blocks around the data, then the data copied out of them.

@@ -908,6 +908,16 @@ describe.skipIf(!directIo.works)('VolumeChunkStore with direct I/O', () => {
     await expectCode(reopened.get('m2'), 'STORE_CORRUPT');
   });
 
+  it('serves 24 concurrent reads of large chunks, more than it has aligned buffers for', async () => {
+    const store = await openStore(await freshDir());
+    const chunks = await putMany(store, 6, MiB + 333);
+    const ids = [...chunks.keys()];
+    const reads = await Promise.all(
+      Array.from({ length: 24 }, (_, i) => store.get(ids[i % ids.length]!)),
+    );
+    reads.forEach((got, i) => expect(got.equals(chunks.get(ids[i % ids.length]!)!)).toBe(true));
+  });
+
   it('cuts off a direct write torn before its data reached the disk, pad and all', async () => {
     const dir = await freshDir();
     const store = await openStore(dir);
