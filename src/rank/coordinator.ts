@@ -940,11 +940,19 @@ export class Coordinator {
     return current && current.version === file.version ? (current.chunks[index] ?? pinned) : pinned;
   }
 
-  /** The ranks to read a chunk from: live copies first (suspect ones after, dead never). */
+  /**
+   * The ranks to read a chunk from: live copies first (suspect ones after, dead never), and
+   * among those the one with fewer of our requests waiting first, so that a large read keeps
+   * the disks of all holders busy rather than queueing on the primaries.
+   */
   private readOrder(chunk: ChunkRecord): number[] {
     return chunk.ranks
       .filter((r) => this.cluster.stateOf(r) !== 'dead')
-      .sort((a, b) => Number(!this.cluster.isAlive(a)) - Number(!this.cluster.isAlive(b)));
+      .sort(
+        (a, b) =>
+          Number(!this.cluster.isAlive(a)) - Number(!this.cluster.isAlive(b)) ||
+          this.data.inFlight(a) - this.data.inFlight(b),
+      );
   }
 
   // ---- records queries -------------------------------------------------------------------------

@@ -23,6 +23,8 @@ interface Pending {
 export class DataClient {
   private nextReqId = 1;
   private readonly pending = new Map<number, Pending>();
+  /** Requests waiting for a reply, per rank: how busy each data rank is with our requests. */
+  private readonly outstanding = new Map<number, number>();
   private readonly stop = new AbortController();
 
   constructor(
@@ -46,23 +48,29 @@ export class DataClient {
     const reqId = this.nextReqId++;
     return new Promise((resolve, reject) => {
       const cancelTimer = this.comm.clock.setTimer(this.timeoutMs, () => {
-        if (this.pending.delete(reqId)) {
-          reject(
-            new StoreError(
-              'STORE_TIMEOUT',
-              `rank ${rank} did not answer ${body.op} within ${this.timeoutMs} ms`,
-              { rank },
-            ),
-          );
-        }
+        this.settle(
+          reqId,
+          undefined,
+          new StoreError(
+            'STORE_TIMEOUT',
+            `rank ${rank} did not answer ${body.op} within ${this.timeoutMs} ms`,
+            { rank },
+          ),
+        );
       });
       this.pending.set(reqId, { rank, resolve, reject, cancelTimer });
+      this.outstanding.set(rank, (this.outstanding.get(rank) ?? 0) + 1);
       this.comm
         .send(this.comm.localOf(rank), TAG_DATA_REQUEST, { ...body, reqId }, payload)
         .catch((err: unknown) => {
           this.settle(reqId, undefined, unavailable(rank, err));
         });
     });
+  }
+
+  /** Requests sent to `rank` that wait for its reply. */
+  inFlight(rank: number): number {
+    return this.outstanding.get(rank) ?? 0;
   }
 
   /** Fails every request waiting on `rank` (it was declared dead). */
@@ -95,6 +103,7 @@ export class DataClient {
     const p = this.pending.get(reqId);
     if (!p) return;
     this.pending.delete(reqId);
+    this.outstanding.set(p.rank, (this.outstanding.get(p.rank) ?? 1) - 1);
     p.cancelTimer();
     if (ok) p.resolve(ok);
     else p.reject(err);
