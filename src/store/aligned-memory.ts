@@ -35,9 +35,20 @@ export const alignedMemoryAvailable = WasmMemoryClass !== undefined;
 export const alignUp = (n: number): number => Math.ceil(n / DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN;
 export const alignDown = (n: number): number => Math.floor(n / DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN;
 
+/**
+ * Slabs up to this size are kept for reuse; larger ones (chunks of a --chunk-size beyond 16 MiB)
+ * are dropped after their I/O, so a few large chunks do not pin that much memory for good.
+ */
+export const RETAINED_SLAB_BYTES = 16 * 1024 * 1024 + 4 * DIRECT_IO_ALIGN;
+
 /** One growable page-aligned buffer, reused for every I/O its owner does (one at a time). */
 export class AlignedSlab {
   private memory: WasmMemory | undefined;
+
+  /** Bytes the slab holds now (it never shrinks). */
+  get byteLength(): number {
+    return this.memory?.buffer.byteLength ?? 0;
+  }
 
   /** A view of the slab's first `bytes` bytes (contents unspecified), growing it when needed. */
   view(bytes: number): Buffer {
@@ -76,7 +87,8 @@ export class SlabPool {
 
   release(slab: AlignedSlab): void {
     const next = this.waiting.shift();
-    if (next !== undefined) next(slab);
+    if (next !== undefined) next(slab.byteLength > RETAINED_SLAB_BYTES ? new AlignedSlab() : slab);
+    else if (slab.byteLength > RETAINED_SLAB_BYTES) this.created--;
     else this.free.push(slab);
   }
 }

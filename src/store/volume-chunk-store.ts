@@ -86,6 +86,7 @@ import {
   alignedMemoryAvailable,
   alignUp,
   DIRECT_IO_ALIGN,
+  RETAINED_SLAB_BYTES,
   SlabPool,
 } from './aligned-memory.js';
 import { chunkChecksum } from './checksum.js';
@@ -1327,7 +1328,8 @@ export class VolumeChunkStore implements ChunkStore {
     const lead = padBytesAfter(volume.end);
     const bodyStart = volume.end + lead;
     const tail = padBytesAfter(bytes);
-    const body = slab.view(bytes + tail);
+    // A batch larger than what is worth keeping gets a slab of its own, dropped afterwards.
+    const body = (bytes + tail > RETAINED_SLAB_BYTES ? new AlignedSlab() : slab).view(bytes + tail);
     const offsets: number[] = [];
     let at = 0;
     for (const item of batch) {
