@@ -33,6 +33,7 @@ import type { DfsClient } from '../client/dfs-client.js';
 import { DfsError, isDfsError } from '../client/errors.js';
 import type { FileMetadata, StatusResult } from '../protocol/client-protocol.js';
 import { formatSize } from '../store/sizes.js';
+import { tuneGcForBulkTransfers } from '../runtime/gc-tuning.js';
 import { EXIT, exitStatusOf } from './exit-codes.js';
 import {
   describeLayout,
@@ -616,6 +617,7 @@ function flush(stream: NodeJS.WriteStream): Promise<void> {
 // A reader that goes away (| head) must not crash us with an unhandled 'error' event.
 process.stdout.on('error', () => undefined);
 
+tuneGcForBulkTransfers();
 let status: number;
 try {
   status = await main(hideBin(process.argv));

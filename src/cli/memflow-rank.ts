@@ -9,6 +9,9 @@ import { hideBin } from 'yargs/helpers';
 import { isCommError } from '../comm/errors.js';
 import { runStore, type StoreOptions } from '../rank/main.js';
 import { parseSize } from '../store/sizes.js';
+import { tuneGcForBulkTransfers } from '../runtime/gc-tuning.js';
+
+tuneGcForBulkTransfers();
 
 function sizeOption(label: string) {
   return (value: string | undefined): number | undefined => {
