@@ -244,6 +244,27 @@ describe('integrity and failures', () => {
     expect(sha256(await c.download('c'))).toBe(sha256(data));
   });
 
+  it('a read with many chunks in flight spreads over both holders instead of queueing on the primaries', async () => {
+    // Two data ranks hold every chunk, and the tie rule makes rank 1 every chunk's primary.
+    const w = await startWorld({ dataRanks: 2 });
+    const c = w.client();
+    const data = content(16 * 1024, 9); // 16 chunks: the most one client may have in flight
+    const meta = (await c.upload('wide', data)) as FileMetadata;
+    expect(meta.chunks.every((x) => x.copies[0]!.rank === 1)).toBe(true);
+    const served = [0, 0, 0];
+    for (const r of [1, 2]) {
+      const store = w.stores[r]!;
+      const get = store.get.bind(store);
+      store.get = (id: string) => {
+        served[r]!++;
+        return get(id);
+      };
+    }
+    expect(sha256(await c.download('wide'))).toBe(sha256(data));
+    expect(served[1]! + served[2]!).toBe(16);
+    expect(Math.min(served[1]!, served[2]!)).toBeGreaterThanOrEqual(6);
+  });
+
   it('a data rank that crashed is passed over for reads and writes', async () => {
     const w = await startWorld({ dataRanks: 3 });
     const c = w.client();
