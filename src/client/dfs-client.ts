@@ -159,6 +159,8 @@ export class DfsClient {
   private wholeMaxBytes = 64 * 1024;
   private readonly address: ServerAddress;
   private readonly pending = new Map<number, PendingRequest>();
+  /** Per AbortSignal, what its one listener calls when it fires (see watchAbort). */
+  private readonly abortWatchers = new WeakMap<AbortSignal, Set<() => void>>();
   private nextId = 1;
   private connecting: Promise<ClientSocket> | undefined;
   private socket: ClientSocket | undefined;
@@ -707,18 +709,10 @@ export class DfsClient {
       const timer = setTimeout(() => {
         if (this.settle(id)) reject(this.timeoutError(body.op, timeoutMs));
       }, timeoutMs);
-      const signal = options.signal;
-      const onAbort = (): void => {
+      const detachSignal = this.watchAbort(options.signal, () => {
         if (this.settle(id)) reject(abortedError());
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(id, {
-        op: body.op,
-        resolve,
-        reject,
-        timer,
-        detachSignal: () => signal?.removeEventListener('abort', onAbort),
       });
+      this.pending.set(id, { op: body.op, resolve, reject, timer, detachSignal });
       const head = pack({ ...body, id });
       const frames = options.payload === undefined ? [head] : [head, options.payload];
       socket.send(frames).catch((err: unknown) => {
@@ -739,6 +733,27 @@ export class DfsClient {
   }
 
   /** Removes a pending request; returns false when it was already settled. */
+  /**
+   * Runs `onAbort` when `signal` fires; returns the function that stops watching. One listener
+   * per signal however many requests wait on it: a download keeps 16 chunk requests outstanding,
+   * and Node warns on stderr past 10 listeners of one signal.
+   */
+  private watchAbort(signal: AbortSignal | undefined, onAbort: () => void): () => void {
+    if (signal === undefined) return () => {};
+    let watchers = this.abortWatchers.get(signal);
+    if (watchers === undefined) {
+      const all = new Set<() => void>();
+      this.abortWatchers.set(signal, all);
+      signal.addEventListener('abort', () => [...all].forEach((watcher) => watcher()), {
+        once: true,
+      });
+      watchers = all;
+    }
+    const mine = watchers;
+    mine.add(onAbort);
+    return () => mine.delete(onAbort);
+  }
+
   private settle(id: number): PendingRequest | undefined {
     const entry = this.pending.get(id);
     if (entry === undefined) return undefined;

@@ -265,6 +265,38 @@ describe('integrity and failures', () => {
     expect(Math.min(served[1]!, served[2]!)).toBeGreaterThanOrEqual(6);
   });
 
+  it('grants uploads a window of 8 chunks and reads 16; past twice the larger, a client gets STORE_BUSY', async () => {
+    const w = await startWorld({ dataRanks: 2 });
+    const c = w.client();
+    await c.upload('wide', content(32 * 1024, 4)); // 32 chunks, sent at once: the limit
+    const { reply: put } = await c.call<{ uploadId: string; maxChunksInFlight: number }>({
+      op: 'put-begin',
+      name: 'other',
+      sizeBytes: 1024,
+    });
+    expect(put.maxChunksInFlight).toBe(8);
+    await c.call({ op: 'put-abort', uploadId: put.uploadId });
+    const { reply: read } = await c.call<{ readId: string; maxChunksInFlight: number }>({
+      op: 'get-begin',
+      name: 'wide',
+    });
+    expect(read.maxChunksInFlight).toBe(16);
+    // 40 chunk requests at once: 32 are served, the 8 past the limit are refused.
+    const results = await Promise.allSettled(
+      Array.from({ length: 40 }, (_, i) =>
+        c.call({ op: 'get-chunk', readId: read.readId, index: i % 32 }),
+      ),
+    );
+    const busy = results.filter(
+      (r) => r.status === 'rejected' && (r.reason as ProtocolError).wire.code === 'STORE_BUSY',
+    );
+    expect(busy).toHaveLength(8);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(32);
+    expect(((busy[0] as PromiseRejectedResult).reason as ProtocolError).message).toContain(
+      'limit 32',
+    );
+  });
+
   it('a data rank that crashed is passed over for reads and writes', async () => {
     const w = await startWorld({ dataRanks: 3 });
     const c = w.client();

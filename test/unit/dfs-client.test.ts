@@ -16,6 +16,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { getEventListeners } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, truncate, writeFile, mkdir } from 'node:fs/promises';
 import net from 'node:net';
@@ -662,6 +663,24 @@ describe('download', () => {
     expect(f.ops().at(-1)).toBe('get-end');
     expect(await readdir(dir)).toEqual(['out.bin']);
     expect(progress.at(-1)).toBe(data.length);
+  });
+
+  it('keeps 16 chunk requests outstanding on one abort listener, and stops with CLIENT_ABORTED, leaving no file', async () => {
+    const f = await startFake({
+      chunkSizeBytes: KIB,
+      maxChunksInFlight: 16,
+      chunkPolicy: 'manual',
+    });
+    f.put('deep', content(40 * KIB, 8));
+    const controller = new AbortController();
+    const target = path.join(dir, 'deep');
+    const download = clientFor(f.server).download('deep', target, { signal: controller.signal });
+    await waitFor(() => f.ops().filter((op) => op === 'get-chunk').length === 16, '16 chunks');
+    // One listener for all 16 (Node warns on stderr past 10 listeners of one signal).
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(1);
+    controller.abort();
+    expect((await rejection(download)).code).toBe('CLIENT_ABORTED');
+    expect(await readdir(dir)).toEqual([]);
   });
 
   it('puts chunks in order when every window of 4 is answered in reverse (9 chunks)', async () => {
