@@ -36,10 +36,11 @@ export const alignUp = (n: number): number => Math.ceil(n / DIRECT_IO_ALIGN) * D
 export const alignDown = (n: number): number => Math.floor(n / DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN;
 
 /**
- * Slabs up to this size are kept for reuse; larger ones (chunks of a --chunk-size beyond 16 MiB)
- * are dropped after their I/O, so a few large chunks do not pin that much memory for good.
+ * Slabs up to this size are kept for reuse: a chunk of up to 16 MiB with its pads, rounded up to
+ * whole WebAssembly pages. Larger ones (a --chunk-size beyond 16 MiB) are dropped after their
+ * I/O, so a few large chunks do not pin that much memory for good.
  */
-export const RETAINED_SLAB_BYTES = 16 * 1024 * 1024 + 4 * DIRECT_IO_ALIGN;
+export const RETAINED_SLAB_BYTES = 16 * 1024 * 1024 + WASM_PAGE_BYTES;
 
 /** One growable page-aligned buffer, reused for every I/O its owner does (one at a time). */
 export class AlignedSlab {
