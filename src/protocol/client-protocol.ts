@@ -13,7 +13,7 @@
  *   is dropped), so a huge frame never reaches our code;
  * - a frame 0 that is not a msgpack map with a known `op` gets STORE_BAD_REQUEST;
  * - each client may have at most twice the larger of the two windows (`maxChunksInFlight` in the
- *   replies to put-begin and get-begin: 8 and 16 by default) in put-chunk/get-chunk requests
+ *   replies to put-begin and get-begin: 8 and 8 by default) in put-chunk/get-chunk requests
  *   outstanding, and 256 put-whole/get-whole requests; more get STORE_BUSY.
  */
 

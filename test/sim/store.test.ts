@@ -265,10 +265,10 @@ describe('integrity and failures', () => {
     expect(Math.min(served[1]!, served[2]!)).toBeGreaterThanOrEqual(6);
   });
 
-  it('grants uploads a window of 8 chunks and reads 16; past twice the larger, a client gets STORE_BUSY', async () => {
+  it('grants uploads and reads a window of 8 chunks; past twice that, a client gets STORE_BUSY', async () => {
     const w = await startWorld({ dataRanks: 2 });
     const c = w.client();
-    await c.upload('wide', content(32 * 1024, 4)); // 32 chunks, sent at once: the limit
+    await c.upload('wide', content(16 * 1024, 4)); // 16 chunks, sent at once: the limit
     const { reply: put } = await c.call<{ uploadId: string; maxChunksInFlight: number }>({
       op: 'put-begin',
       name: 'other',
@@ -280,20 +280,20 @@ describe('integrity and failures', () => {
       op: 'get-begin',
       name: 'wide',
     });
-    expect(read.maxChunksInFlight).toBe(16);
-    // 40 chunk requests at once: 32 are served, the 8 past the limit are refused.
+    expect(read.maxChunksInFlight).toBe(8);
+    // 20 chunk requests at once: 16 are served, the 4 past the limit are refused.
     const results = await Promise.allSettled(
-      Array.from({ length: 40 }, (_, i) =>
-        c.call({ op: 'get-chunk', readId: read.readId, index: i % 32 }),
+      Array.from({ length: 20 }, (_, i) =>
+        c.call({ op: 'get-chunk', readId: read.readId, index: i % 16 }),
       ),
     );
     const busy = results.filter(
       (r) => r.status === 'rejected' && (r.reason as ProtocolError).wire.code === 'STORE_BUSY',
     );
-    expect(busy).toHaveLength(8);
-    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(32);
+    expect(busy).toHaveLength(4);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(16);
     expect(((busy[0] as PromiseRejectedResult).reason as ProtocolError).message).toContain(
-      'limit 32',
+      'limit 16',
     );
   });
 
