@@ -208,7 +208,6 @@ export class DataRank {
     };
   }
 
-  /** The configured capacity, capped by the disk's room and by where the disk last said full. */
   /** The configured capacity, capped where the disk last said it was full (the disk's share: rank 0). */
   private capacityBytes(): number {
     const capacity = Math.min(this.options.capacityBytes, this.fullAtBytes ?? Infinity);
