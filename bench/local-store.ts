@@ -30,26 +30,21 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** The arguments of `node` for `memflow-run -n 4` on `dataDir` and `port`, plus `extraArgs`. */
+export function storeArgs(dataDir: string, port: number, extraArgs: string[] = []): string[] {
+  const run = join(ROOT, 'bin', 'memflow-run.js');
+  return [run, '-n', '4', '--data-dir', dataDir, '--port', String(port), ...extraArgs];
+}
+
 /** `memflow-run -n 4` on `dataDir` and `port` (plus `extraArgs`); resolves once it serves. */
 export async function startStore(
   dataDir: string,
   port: number,
   extraArgs: string[] = [],
 ): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [
-      join(ROOT, 'bin', 'memflow-run.js'),
-      '-n',
-      '4',
-      '--data-dir',
-      dataDir,
-      '--port',
-      String(port),
-      ...extraArgs,
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
+  const child = spawn(process.execPath, storeArgs(dataDir, port, extraArgs), {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new Error('the store did not become ready within 60 s')),

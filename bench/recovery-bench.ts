@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { DfsClient } from '../src/client/dfs-client.js';
 import type { StatusResult } from '../src/protocol/client-protocol.js';
-import { freePort, ROOT } from './local-store.js';
+import { freePort, ROOT, storeArgs } from './local-store.js';
 
 const RUNS = Number(process.env.MEMFLOW_BENCH_RUNS ?? 3);
 const MiB = 1024 * 1024;
@@ -136,19 +136,12 @@ async function startStore(): Promise<Store> {
 function launchStore(dataDir: string, port: number): Store {
   const launcher = spawn(
     process.execPath,
-    [
-      join(ROOT, 'bin', 'memflow-run.js'),
-      '-n',
-      '4',
-      '--data-dir',
-      dataDir,
-      '--port',
-      String(port),
+    storeArgs(dataDir, port, [
       '--heartbeat-ms',
       String(HEARTBEAT_MS),
       '--dead-after-ms',
       String(DEAD_AFTER_MS),
-    ],
+    ]),
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const exited = new Promise<void>((resolve) => launcher.once('close', () => resolve()));

@@ -69,15 +69,13 @@ export interface ClientChannel {
 export interface CoordinatorOptions {
   replicas: number;
   chunkSizeBytes: number;
-  /** An upload's window: put-chunk requests a client keeps outstanding (told in put-begin). */
-  maxChunksInFlight?: number;
   /**
-   * A read's window (told in get-begin), 8 like an upload's. 16 measured faster here (1 GiB
-   * retrieves 776-867 against 631-694 MB/s in three alternating pairs), but with it a retrieve
-   * right after a restart stalled for 30 s in two of five loaded test runs, cause not yet found;
-   * it stays 8 until that is understood.
+   * The window of an upload or a read: chunk requests a client keeps outstanding (told in
+   * put-begin and get-begin). A read window of 16 measured faster here (1 GiB retrieves 776-867
+   * against 631-694 MB/s), but with it a retrieve right after a restart stalled for 30 s in two
+   * of five loaded test runs, cause not yet found; reads keep 8 until that is understood.
    */
-  maxReadChunksInFlight?: number;
+  maxChunksInFlight?: number;
   /** An upload or read with no request for this long is abandoned and cleaned up. */
   sessionIdleMs?: number;
   /** Deadline for one chunk request to a data rank. */
@@ -155,7 +153,6 @@ export class Coordinator {
   ) {
     this.opts = {
       maxChunksInFlight: 8,
-      maxReadChunksInFlight: 8,
       sessionIdleMs: 60_000,
       dataTimeoutMs: 30_000,
       heartbeatIntervalMs: 1000,
@@ -460,10 +457,7 @@ export class Coordinator {
   private enter(client: string, budget: 'chunk' | 'whole'): void {
     const key = `${budget}:${client}`;
     const n = this.inFlight.get(key) ?? 0;
-    const limit =
-      budget === 'chunk'
-        ? 2 * Math.max(this.opts.maxChunksInFlight, this.opts.maxReadChunksInFlight)
-        : MAX_WHOLE_IN_FLIGHT;
+    const limit = budget === 'chunk' ? this.opts.maxChunksInFlight * 2 : MAX_WHOLE_IN_FLIGHT;
     if (n >= limit) {
       throw new StoreError(
         'STORE_BUSY',
@@ -886,7 +880,7 @@ export class Coordinator {
     return {
       readId: id,
       metadata: this.metadata(file),
-      maxChunksInFlight: this.opts.maxReadChunksInFlight,
+      maxChunksInFlight: this.opts.maxChunksInFlight,
     };
   }
 

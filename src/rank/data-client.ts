@@ -23,8 +23,6 @@ interface Pending {
 export class DataClient {
   private nextReqId = 1;
   private readonly pending = new Map<number, Pending>();
-  /** Requests waiting for a reply, per rank: how busy each data rank is with our requests. */
-  private readonly outstanding = new Map<number, number>();
   private readonly stop = new AbortController();
 
   constructor(
@@ -48,18 +46,17 @@ export class DataClient {
     const reqId = this.nextReqId++;
     return new Promise((resolve, reject) => {
       const cancelTimer = this.comm.clock.setTimer(this.timeoutMs, () => {
-        this.settle(
-          reqId,
-          undefined,
-          new StoreError(
-            'STORE_TIMEOUT',
-            `rank ${rank} did not answer ${body.op} within ${this.timeoutMs} ms`,
-            { rank },
-          ),
-        );
+        if (this.pending.delete(reqId)) {
+          reject(
+            new StoreError(
+              'STORE_TIMEOUT',
+              `rank ${rank} did not answer ${body.op} within ${this.timeoutMs} ms`,
+              { rank },
+            ),
+          );
+        }
       });
       this.pending.set(reqId, { rank, resolve, reject, cancelTimer });
-      this.outstanding.set(rank, (this.outstanding.get(rank) ?? 0) + 1);
       this.comm
         .send(this.comm.localOf(rank), TAG_DATA_REQUEST, { ...body, reqId }, payload)
         .catch((err: unknown) => {
@@ -68,9 +65,11 @@ export class DataClient {
     });
   }
 
-  /** Requests sent to `rank` that wait for its reply. */
+  /** Requests sent to `rank` that wait for its reply (counted over the pending ones: a few dozen at most). */
   inFlight(rank: number): number {
-    return this.outstanding.get(rank) ?? 0;
+    let n = 0;
+    for (const p of this.pending.values()) if (p.rank === rank) n++;
+    return n;
   }
 
   /** Fails every request waiting on `rank` (it was declared dead). */
@@ -103,7 +102,6 @@ export class DataClient {
     const p = this.pending.get(reqId);
     if (!p) return;
     this.pending.delete(reqId);
-    this.outstanding.set(p.rank, (this.outstanding.get(p.rank) ?? 1) - 1);
     p.cancelTimer();
     if (ok) p.resolve(ok);
     else p.reject(err);

@@ -13,10 +13,6 @@
  */
 import { setFlagsFromString } from 'node:v8';
 
-let tuned = false;
-
 export function tuneGcForBulkTransfers(): void {
-  if (tuned) return;
-  tuned = true;
   setFlagsFromString('--no-incremental-marking');
 }

@@ -6,20 +6,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  MiB,
-  StoreProcess,
-  cleanupStores,
-  describeRun,
-  dfs,
-  makeTempDir,
-  writePseudoRandomFile,
-} from '../helpers/store-process.js';
+import { MiB, StoreProcess, cleanupStores, makeTempDir } from '../helpers/store-process.js';
 import {
   expectAllReadBack,
-  expectClearFailure,
+  expectRefusedForSpace,
   putFiles,
-  rank0Lines,
   waitReplicated,
   allAlive,
   type Files,
@@ -57,17 +48,13 @@ describe('capacities from the hostfile', () => {
     expect(Math.max(...fractions) - Math.min(...fractions)).toBeLessThan(0.15);
     expect(status.ranks[0]!.usedBytes).toBeLessThan(status.ranks[1]!.usedBytes / 2);
 
-    const mark = store.stderr.length;
-    const src = path.join(work, 'too-big.src');
-    await writePseudoRandomFile(src, 8 * MiB, 'too-big');
-    const args = [src, '-a', '--as', 'too-big.bin'];
-    const refused = await dfs(store.server, args);
-    expect(refused.code, describeRun(args, refused)).toBe(5);
-    expect(refused.stderr).toMatch(
+    await expectRefusedForSpace(
+      store,
+      work,
+      'too-big.bin',
+      8 * MiB,
       /not enough space in the store \(16\.0 MiB needed for all copies, \d+(\.\d+)? MiB available\)/,
     );
-    expectClearFailure(args, refused);
-    expect(rank0Lines(store, mark).filter((l) => /could not store|too-big/.test(l))).toEqual([]);
     const after = await store.status();
     expect(after.ranks.map((r) => r.usedBytes)).toEqual(status.ranks.map((r) => r.usedBytes));
     await expectAllReadBack(store, files);

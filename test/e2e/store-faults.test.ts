@@ -48,6 +48,7 @@ import {
   expectAllReadBack,
   expectClearFailure,
   expectDiskMatchesIndex,
+  expectRefusedForSpace,
   putFiles,
   rank0Lines,
   waitLine,
@@ -487,20 +488,13 @@ describe('a full disk', () => {
       expect(refusal, 'uploads stop being accepted once nothing fits').toBeDefined();
       expect((refusal as { code?: unknown }).code, String(refusal)).toBe('STORE_NO_SPACE');
 
-      const mark = store.stderr.length;
-      const src = path.join(work, 'one-more.src');
-      await writePseudoRandomFile(src, 2 * MiB, 'one-more');
-      const args = [src, '-a', '--as', 'one-more.bin'];
-      const refused = await dfs(store.server, args);
-      expect(refused.code, describeRun(args, refused)).toBe(5);
-      expect(refused.stderr).toMatch(
+      const refused = await expectRefusedForSpace(
+        store,
+        work,
+        'one-more.bin',
+        2 * MiB,
         /not enough space .*\b\d+(\.\d+)? \w+ needed\b.*\b\d+(\.\d+)? \w+ available\b/,
       );
-      expectClearFailure(args, refused);
-      expect(
-        rank0Lines(store, mark).filter((l) => /could not store/.test(l)),
-        'a refused upload writes nothing',
-      ).toEqual([]);
 
       const status = await waitReplicated(store, files, allAlive());
       const byRank = new Map(status.ranks.map((r) => [r.rank, r]));

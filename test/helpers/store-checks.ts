@@ -13,6 +13,7 @@ import { DfsClient } from '../../src/client/dfs-client.js';
 import type { RankState, StatusResult } from '../../src/protocol/client-protocol.js';
 import {
   describeRun,
+  dfs,
   liveVolumeChunksUnder,
   waitUntil,
   writePseudoRandomFile,
@@ -237,4 +238,31 @@ export function expectClearFailure(args: string[], r: DfsResult): void {
   expect(lines, why).toHaveLength(1);
   expect(lines[0], why).toMatch(/^dfs-client: \S/);
   expect(r.stderr, why).not.toMatch(/\n\s+at /);
+}
+
+/**
+ * Uploads a new `bytes`-byte file `name` (its source in `work`) to a store without room for it:
+ * dfs-client must exit 5 with one clear line matching `reason`, and the refusal must come before
+ * anything is written (no "could not store" line in rank 0's log). Returns the refused run.
+ */
+export async function expectRefusedForSpace(
+  store: StoreProcess,
+  work: string,
+  name: string,
+  bytes: number,
+  reason: RegExp,
+): Promise<DfsResult> {
+  const mark = store.stderr.length;
+  const src = path.join(work, `${name}.src`);
+  await writePseudoRandomFile(src, bytes, name);
+  const args = [src, '-a', '--as', name];
+  const refused = await dfs(store.server, args);
+  expect(refused.code, describeRun(args, refused)).toBe(5);
+  expect(refused.stderr).toMatch(reason);
+  expectClearFailure(args, refused);
+  expect(
+    rank0Lines(store, mark).filter((l) => /could not store/.test(l) || l.includes(name)),
+    'a refused upload writes nothing',
+  ).toEqual([]);
+  return refused;
 }
