@@ -3,8 +3,10 @@
  *
  * Shape: every rank binds one PULL socket (its endpoint) and connects one PUSH socket to each
  * peer's endpoint. PUSH/PULL keeps per-pair FIFO order over a single TCP connection, and the PULL
- * side fair-queues among senders. Each message carries one extra leading frame: the sender's rank
- * as a 4-byte big-endian integer (PUSH/PULL has no routing identity).
+ * side fair-queues among senders. Each ZeroMQ message carries one extra leading frame: the
+ * sender's rank as a 4-byte big-endian integer (PUSH/PULL has no routing identity), followed,
+ * when several messages travel together as a batch, by the frame count of each (see
+ * encodeBatch).
  *
  * zeromq.js allows one pending send() per socket (a second one fails with EBUSY), so each PUSH
  * socket has exactly one sender loop fed by a bounded queue, and the PULL socket has one receive
@@ -82,27 +84,15 @@ class PeerLink {
         }),
       );
     }
-    if (!this.sending && this.queue.length === 0) {
-      // Fast path: nothing ahead of us, so hand the message to ZeroMQ directly; the loop below
-      // takes over only while ZeroMQ is pushing back (one pending send per socket).
-      this.sending = true;
-      return this.socket.send([this.source, ...frames]).then(
-        () => this.afterDirectSend(),
-        (err: unknown) => {
-          this.afterDirectSend();
-          throw this.sendError(err);
-        },
-      );
-    }
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ frames, resolve, reject });
-      if (!this.sending) void this.drain();
+      if (!this.sending) {
+        // Sent on the next turn of the event loop, not now: every message queued for this peer
+        // in the current turn (a burst of requests handled together) leaves as one batch.
+        this.sending = true;
+        setImmediate(() => void this.drain());
+      }
     });
-  }
-
-  private afterDirectSend(): void {
-    this.sending = false;
-    if (this.queue.length > 0) void this.drain();
   }
 
   private sendError(err: unknown): CommError {
@@ -117,19 +107,35 @@ class PeerLink {
   }
 
   private async drain(): Promise<void> {
-    this.sending = true;
     try {
-      for (let item = this.queue.shift(); item; item = this.queue.shift()) {
+      while (this.queue.length > 0) {
+        const batch = this.takeBatch();
         try {
-          await this.socket.send([this.source, ...item.frames]);
-          item.resolve();
+          await this.socket.send(encodeBatch(this.source, batch));
+          for (const item of batch) item.resolve();
         } catch (err) {
-          item.reject(this.sendError(err));
+          for (const item of batch) item.reject(this.sendError(err));
         }
       }
     } finally {
       this.sending = false;
     }
+  }
+
+  /**
+   * The messages that queued up while ZeroMQ held the previous send, as many as fit in one
+   * batch: small messages ride together, a bulk one goes alone (see BATCH_MAX_BYTES).
+   */
+  private takeBatch(): QueuedSend[] {
+    let bytes = 0;
+    let count = 0;
+    for (const item of this.queue) {
+      const size = frameBytes(item.frames);
+      if (count > 0 && (count >= BATCH_MAX_MESSAGES || bytes + size > BATCH_MAX_BYTES)) break;
+      bytes += size;
+      count++;
+    }
+    return this.queue.splice(0, count);
   }
 
   close(): void {
@@ -138,6 +144,56 @@ class PeerLink {
     // Closing the socket also ends its event observer.
     this.socket.close();
   }
+}
+
+/**
+ * Messages queued for one peer in the same turn of the event loop, or while a send is pending,
+ * leave as one ZeroMQ message. Small messages cost per message, not per byte (a wake-up of
+ * ZeroMQ's I/O thread on each side, a promise in zeromq.js): with 16 small uploads in flight,
+ * rank 0 sent 24,000 messages for 4,000 uploads one at a time; batched, ~10,000.
+ */
+const BATCH_MAX_MESSAGES = 64;
+/** Messages at or above this many bytes go on their own, as do batches that would exceed it. */
+const BATCH_MAX_BYTES = 256 * 1024;
+
+function frameBytes(frames: Frames): number {
+  let n = 0;
+  for (const f of frames) n += f.length;
+  return n;
+}
+
+/**
+ * Wire form: the first frame is the sender's rank (4 bytes, big-endian) for a single message;
+ * for a batch it is followed by each message's frame count (4 bytes each), and the messages'
+ * frames come one after another.
+ */
+function encodeBatch(source: Uint8Array, batch: readonly QueuedSend[]): Uint8Array[] {
+  if (batch.length === 1) return [source, ...batch[0]!.frames];
+  const header = Buffer.allocUnsafe(4 + 4 * batch.length);
+  header.set(source, 0);
+  const frames: Uint8Array[] = [header];
+  batch.forEach((item, i) => {
+    header.writeUInt32BE(item.frames.length, 4 + 4 * i);
+    frames.push(...item.frames);
+  });
+  return frames;
+}
+
+/** Splits a received ZeroMQ message into its messages; undefined when it is not one of ours. */
+export function decodeBatch(message: Buffer[]): { source: number; messages: Frames[] } | undefined {
+  const header = message[0];
+  if (!header || header.length < 4 || header.length % 4 !== 0) return undefined;
+  const source = header.readUInt32BE(0);
+  if (header.length === 4) return { source, messages: [message.slice(1)] };
+  const messages: Frames[] = [];
+  let at = 1;
+  for (let off = 4; off < header.length; off += 4) {
+    const count = header.readUInt32BE(off);
+    if (at + count > message.length) return undefined;
+    messages.push(message.slice(at, at + count));
+    at += count;
+  }
+  return at === message.length ? { source, messages } : undefined;
 }
 
 function closedError(): CommError {
@@ -278,9 +334,9 @@ export class ZmqTransport implements Transport {
   private async receiveLoop(): Promise<void> {
     try {
       for await (const message of this.pull) {
-        const header = message[0];
-        if (!header || header.length !== 4) continue; // not one of ours: ignore, never crash
-        this.deliver(header.readUInt32BE(0), message.slice(1));
+        const decoded = decodeBatch(message);
+        if (!decoded) continue; // not one of ours: ignore, never crash
+        for (const frames of decoded.messages) this.deliver(decoded.source, frames);
       }
     } catch (err) {
       if (!this.closed) throw err;

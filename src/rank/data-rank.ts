@@ -29,6 +29,7 @@ import {
   type RankReport,
 } from './messages.js';
 import { Semaphore } from './semaphore.js';
+import { SCRUB_BUSY_WINDOW_MS, scrubPauseMs } from './scrub-pace.js';
 
 export interface DataRankOptions {
   host: string;
@@ -80,6 +81,8 @@ export class DataRank {
   /** Stored bytes when the disk last said it was full: the capacity we offer until space is freed. */
   private fullAtBytes: number | undefined;
   private stopScrub: () => void = () => {};
+  /** When the last data request arrived (the scrub slows down while requests keep coming). */
+  private lastRequestMs = -Infinity;
   /** The seq of the last report made (RankReport.seq). */
   private reportSeq = 0;
   /** The disk's free bytes at the last sample. */
@@ -139,8 +142,9 @@ export class DataRank {
   }
 
   /**
-   * The background scrub: re-reads every copy in turn, paced to scrubBytesPerSecond, and tells
-   * rank 0 about any that fails its checksum or has vanished, so it is replaced from a good copy.
+   * The background scrub: re-reads every copy in turn, paced to scrubBytesPerSecond (slower
+   * while requests are being served: scrub-pace.ts), and tells rank 0 about any that fails its
+   * checksum or has vanished, so it is replaced from a good copy.
    */
   private scrub(): void {
     const rate = this.options.scrubBytesPerSecond ?? 32 * 1024 * 1024;
@@ -151,7 +155,8 @@ export class DataRank {
       if (queue.length === 0) queue = this.store.list();
       const chunk = queue.shift();
       // An empty store looks again after a second; otherwise pace by the bytes just read.
-      const pauseMs = chunk ? Math.max(1, (chunk.sizeBytes / rate) * 1000) : 1000;
+      const busy = this.comm.clock.now() - this.lastRequestMs < SCRUB_BUSY_WINDOW_MS;
+      const pauseMs = chunk ? scrubPauseMs(chunk.sizeBytes, rate, busy) : 1000;
       const check =
         chunk && this.store.has(chunk.id)
           ? this.store.get(chunk.id).then(() => undefined)
@@ -227,6 +232,7 @@ export class DataRank {
         throw err;
       }
       await this.slots.acquire();
+      this.lastRequestMs = this.comm.clock.now();
       const source = msg.source;
       void this.serve(msg.data, msg.payload[0])
         .then(({ reply, payload }) => this.comm.send(source, TAG_DATA_REPLY, reply, payload))

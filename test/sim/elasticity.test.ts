@@ -7,7 +7,7 @@
  * memory network; simulated time advanced with elapse(); outcomes read through the protocol.
  */
 import { createHash } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type {
   FileMetadata,
   RebalanceResult,
@@ -152,6 +152,31 @@ describe('failure detection and healing', () => {
     for (const id of w.stores[1]!.list().map((x) => x.id))
       await expect(w.stores[1]!.get(id)).resolves.toBeDefined();
     await expectAllReadable(w, c, files);
+  });
+
+  it('the scrub slows to an eighth of its pace while the rank serves requests, and still goes on', async () => {
+    // 1 MiB/s with small chunks: one chunk each 250 ms when idle (the 256 KiB floor per chunk).
+    const w = await start({ dataRanks: 3, scrubBytesPerSecond: 1024 * 1024 });
+    const c = w.client();
+    await uploadMany(w, c, 30, 1000);
+    const reads = vi.spyOn(w.stores[1]!, 'get');
+    await w.elapse(2500); // past the busy window of the uploads and the slow pause begun in it
+    reads.mockClear();
+    await w.elapse(4000);
+    const idleReads = reads.mock.calls.length;
+    reads.mockClear();
+    // 4 s of traffic: an upload every 100 ms, each reaching every data rank (2 of 3 copies, and
+    // rank 1 gets at least one request in each second).
+    for (let i = 0; i < 40; i++) {
+      const p = c.upload(`busy-${i}`, content(1000, 100 + i));
+      expect(await w.runUntil(p, 60_000)).toBe(true);
+      await w.elapse(100);
+    }
+    const busyReads = reads.mock.calls.length;
+    expect(idleReads).toBeGreaterThanOrEqual(15);
+    expect(idleReads).toBeLessThanOrEqual(17);
+    expect(busyReads).toBeGreaterThanOrEqual(1);
+    expect(busyReads).toBeLessThanOrEqual(3);
   });
 
   it('a full rank is passed over: uploads go on to the ranks with room', async () => {
