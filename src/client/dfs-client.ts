@@ -23,6 +23,7 @@
  *   tuneGcForBulkTransfers() (src/runtime/gc-tuning.ts) once, as dfs-client and the ranks do.
  */
 import { randomBytes } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
 import { link, lstat, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -363,8 +364,7 @@ export class DfsClient {
     sizeBytes: number,
     signal: AbortSignal | undefined,
   ): Promise<FileMetadata | undefined> {
-    const data = await readChunk(handle, localPath, 0, sizeBytes);
-    await checkNotGrown(handle, localPath, sizeBytes);
+    const data = await readWhole(handle, localPath, sizeBytes);
     const hasher = createFileHasher();
     hasher.update(data);
     try {
@@ -922,16 +922,17 @@ function notRegular(filePath: string, reason: string): DfsError {
 async function openLocalFile(
   localPath: string,
 ): Promise<{ handle: FileHandle; sizeBytes: number }> {
-  const info = await stat(localPath).catch((err: unknown) => {
-    throw localPathError(localPath, err, 'cannot read');
-  });
-  if (info.isDirectory()) throw notRegular(localPath, 'is a directory');
-  if (!info.isFile()) throw notRegular(localPath, 'not a regular file');
-  const handle = await open(localPath, 'r').catch((err: unknown) => {
-    throw localPathError(localPath, err, 'cannot read');
-  });
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below); it changes
+  // nothing for a regular file. One open and one fstat, not a stat before: a small upload is
+  // mostly such calls, each a round trip to libuv's thread pool.
+  const handle = await open(localPath, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK).catch(
+    (err: unknown) => {
+      throw localPathError(localPath, err, 'cannot read');
+    },
+  );
   try {
     const opened = await handle.stat();
+    if (opened.isDirectory()) throw notRegular(localPath, 'is a directory');
     if (!opened.isFile()) throw notRegular(localPath, 'not a regular file');
     return { handle, sizeBytes: opened.size };
   } catch (err) {
@@ -956,16 +957,39 @@ async function readChunk(
     } catch (err) {
       throw localPathError(localPath, err, 'cannot read');
     }
-    if (bytesRead === 0) {
-      throw new DfsError(
-        'CLIENT_FILE_CHANGED',
-        `"${localPath}" shrank while it was being uploaded (ended at ${position + filled} bytes)`,
-        { path: localPath, atBytes: position + filled },
-      );
-    }
+    if (bytesRead === 0) throw shrankError(localPath, position + filled);
     filled += bytesRead;
   }
   return data;
+}
+
+/**
+ * Reads a whole small file of `sizeBytes`, asking for one byte more: a read that comes back
+ * short of what was asked has met the end of the file, so one read also shows that the file has
+ * not grown since its size was taken (checkNotGrown's question, without a second call).
+ */
+async function readWhole(
+  handle: FileHandle,
+  localPath: string,
+  sizeBytes: number,
+): Promise<Buffer> {
+  const data = Buffer.allocUnsafe(sizeBytes + 1);
+  let filled = 0;
+  for (;;) {
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await handle.read(data, filled, data.length - filled, filled));
+    } catch (err) {
+      throw localPathError(localPath, err, 'cannot read');
+    }
+    filled += bytesRead;
+    if (filled > sizeBytes) throw grewError(localPath, sizeBytes);
+    // Short of the extra byte: the end of the file. A read that stops short of the size (a
+    // network file system may) is followed by another, which 0 bytes ends.
+    if (filled === sizeBytes || bytesRead === 0) break;
+  }
+  if (filled < sizeBytes) throw shrankError(localPath, filled);
+  return data.subarray(0, sizeBytes);
 }
 
 async function checkNotGrown(
@@ -977,13 +1001,23 @@ async function checkNotGrown(
   const { bytesRead } = await handle.read(probeByte, 0, 1, sizeBytes).catch((err: unknown) => {
     throw localPathError(localPath, err, 'cannot read');
   });
-  if (bytesRead > 0) {
-    throw new DfsError(
-      'CLIENT_FILE_CHANGED',
-      `"${localPath}" grew while it was being uploaded (it had ${sizeBytes} bytes at the start)`,
-      { path: localPath, sizeBytes },
-    );
-  }
+  if (bytesRead > 0) throw grewError(localPath, sizeBytes);
+}
+
+function grewError(localPath: string, sizeBytes: number): DfsError {
+  return new DfsError(
+    'CLIENT_FILE_CHANGED',
+    `"${localPath}" grew while it was being uploaded (it had ${sizeBytes} bytes at the start)`,
+    { path: localPath, sizeBytes },
+  );
+}
+
+function shrankError(localPath: string, atBytes: number): DfsError {
+  return new DfsError(
+    'CLIENT_FILE_CHANGED',
+    `"${localPath}" shrank while it was being uploaded (ended at ${atBytes} bytes)`,
+    { path: localPath, atBytes },
+  );
 }
 
 /**

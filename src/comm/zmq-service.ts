@@ -3,69 +3,46 @@
  * DEALER on each client. Generic frames only: the client protocol lives in src/protocol.
  *
  * As everywhere with zeromq.js, each socket has one sender loop fed by a bounded queue (one
- * pending send per socket) and one receive loop. The ROUTER sets `mandatory` so a reply to a
+ * pending send per socket: send-queue.ts) and one receive loop. Requests queued in one turn
+ * travel as a batch (docs/PROTOCOL.md); rank 0 batches its replies only to a client that has
+ * sent a batch, so a client that never does gets one message per reply. The ROUTER sets `mandatory` so a reply to a
  * client that has gone away fails instead of vanishing silently, and `maxMessageSize` so an
  * oversized frame drops that connection inside ZeroMQ before it costs us memory.
  */
 import * as zmq from 'zeromq';
 import { CommError } from './errors.js';
+import { BATCH_MAGIC, encodeBatch, isClientBatch, SendQueue, splitBatch } from './send-queue.js';
+import type { Frames } from './transport.js';
 import { formatHost } from './zmq-transport.js';
 
-type Frames = readonly Uint8Array[];
-
-/** One socket's single sender loop with a bounded queue. */
-class SendQueue {
-  private readonly queue: Array<{
-    frames: Frames;
-    resolve: () => void;
-    reject: (e: unknown) => void;
-  }> = [];
-  private sending = false;
-  closed = false;
-
-  constructor(
-    private readonly socket: zmq.Router | zmq.Dealer,
-    private readonly maxQueued: number,
-  ) {}
-
-  push(frames: Frames): Promise<void> {
-    if (this.closed) return Promise.reject(new CommError('COMM_CLOSED', 'socket is closed'));
-    if (this.queue.length >= this.maxQueued) {
-      return Promise.reject(
-        new CommError('COMM_QUEUE_FULL', `send queue is full (${this.maxQueued} messages)`, {
-          limit: this.maxQueued,
-        }),
-      );
-    }
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ frames, resolve, reject });
-      if (!this.sending) void this.drain();
-    });
-  }
-
-  private async drain(): Promise<void> {
-    this.sending = true;
-    for (let item = this.queue.shift(); item; item = this.queue.shift()) {
-      try {
-        await this.socket.send(item.frames as Uint8Array[]);
-        item.resolve();
-      } catch (err) {
-        item.reject(
-          this.closed
-            ? new CommError('COMM_CLOSED', 'socket is closed')
-            : new CommError('COMM_TIMEOUT', 'send failed', {}, { cause: err }),
-        );
-      }
-    }
-    this.sending = false;
-  }
-
-  close(): void {
-    this.closed = true;
-    for (let item = this.queue.shift(); item; item = this.queue.shift())
-      item.reject(new CommError('COMM_CLOSED', 'socket is closed'));
-  }
+/** The send queue of a client-facing socket: batches as send-queue.ts describes. */
+function clientSendQueue(socket: zmq.Router | zmq.Dealer, maxQueued: number): SendQueue {
+  return new SendQueue((frames) => socket.send(frames), {
+    maxQueued,
+    fullError: () =>
+      new CommError('COMM_QUEUE_FULL', `send queue is full (${maxQueued} messages)`, {
+        limit: maxQueued,
+      }),
+    sendError: (err, closed) =>
+      closed
+        ? new CommError('COMM_CLOSED', 'socket is closed')
+        : new CommError('COMM_TIMEOUT', 'send failed', {}, { cause: err }),
+    encode: (route, messages) => {
+      const body = messages.length === 1 ? [...messages[0]!] : encodeBatch(BATCH_MAGIC, messages);
+      return route === undefined ? body : [route, ...body];
+    },
+  });
 }
+
+/** The messages of one received ZeroMQ message: a batch's, or just itself. */
+function messagesOf(frames: Buffer[]): Buffer[][] {
+  if (!isClientBatch(frames[0])) return [frames];
+  // A batch whose counts do not add up is passed on whole, to be refused as a bad request.
+  return splitBatch(frames[0], frames.slice(1)) ?? [frames];
+}
+
+/** Clients remembered as able to take batched replies (they sent a batch); oldest forgotten. */
+const MAX_BATCHING_CLIENTS = 4096;
 
 export interface ServiceOptions {
   /** Largest message (all frames) accepted from a client; larger ones drop the connection. */
@@ -81,9 +58,12 @@ export class ServiceSocket {
   private handler: ((client: Buffer, frames: Buffer[]) => void) | undefined;
   private closed = false;
 
+  /** Clients that sent a batch, so take batched replies (a Map for its insertion order). */
+  private readonly batching = new Map<string, true>();
+
   private constructor(router: zmq.Router, options: ServiceOptions) {
     this.router = router;
-    this.out = new SendQueue(router, options.maxQueued ?? 65_536);
+    this.out = clientSendQueue(router, options.maxQueued ?? 65_536);
   }
 
   /** Binds on host:port. Throws COMM_WIREUP with the reason when the port cannot be bound. */
@@ -121,9 +101,13 @@ export class ServiceSocket {
     this.handler = handler;
   }
 
-  /** Sends to one client. Rejects COMM_QUEUE_FULL, COMM_TIMEOUT (client gone: unroutable), COMM_CLOSED. */
+  /**
+   * Sends to one client. Rejects COMM_QUEUE_FULL, COMM_TIMEOUT (client gone: unroutable),
+   * COMM_CLOSED. Replies to a client that sends batches may travel in batches; any other client
+   * gets one message per reply, as the protocol began.
+   */
   send(client: Buffer, frames: Frames): Promise<void> {
-    return this.out.push([client, ...frames]);
+    return this.out.push(frames, client, this.batching.has(client.toString('latin1')));
   }
 
   close(): void {
@@ -133,10 +117,21 @@ export class ServiceSocket {
     this.router.close();
   }
 
+  private rememberBatching(client: Buffer): void {
+    const key = client.toString('latin1');
+    if (this.batching.has(key)) return;
+    if (this.batching.size >= MAX_BATCHING_CLIENTS)
+      this.batching.delete(this.batching.keys().next().value!);
+    this.batching.set(key, true);
+  }
+
   private async receiveLoop(): Promise<void> {
     try {
       for await (const [client, ...frames] of this.router) {
-        if (client && frames.length > 0) this.handler?.(client, frames);
+        if (!client || frames.length === 0) continue;
+        const messages = messagesOf(frames);
+        if (messages.length > 1) this.rememberBatching(client);
+        for (const message of messages) this.handler?.(client, message);
       }
     } catch (err) {
       if (!this.closed) throw err;
@@ -165,7 +160,7 @@ export class ClientSocket {
       immediate: true,
       reconnectInterval: 100,
     });
-    this.out = new SendQueue(this.dealer, options.maxQueued ?? 1024);
+    this.out = clientSendQueue(this.dealer, options.maxQueued ?? 1024);
     this.dealer.connect(`tcp://${formatHost(host)}:${port}`);
     void this.receiveLoop();
   }
@@ -202,7 +197,8 @@ export class ClientSocket {
 
   private async receiveLoop(): Promise<void> {
     try {
-      for await (const frames of this.dealer) this.handler?.(frames);
+      for await (const frames of this.dealer)
+        for (const message of messagesOf(frames)) this.handler?.(message);
     } catch (err) {
       if (!this.closed) throw err;
     }

@@ -9,8 +9,8 @@
  * encodeBatch).
  *
  * zeromq.js allows one pending send() per socket (a second one fails with EBUSY), so each PUSH
- * socket has exactly one sender loop fed by a bounded queue, and the PULL socket has one receive
- * loop. Bulk payloads travel as their own frames (never copied into an envelope) and the
+ * socket has exactly one sender loop fed by a bounded queue (send-queue.ts, which also batches
+ * the small messages queued in one turn), and the PULL socket has one receive loop. Bulk payloads travel as their own frames (never copied into an envelope) and the
  * high-water marks are low: measured on our machines, the default HWM of 1000 made 4 MiB sends
  * 3-4x slower and used gigabytes of RAM.
  *
@@ -20,6 +20,7 @@
  */
 import * as zmq from 'zeromq';
 import { CommError } from './errors.js';
+import { encodeBatch, SendQueue, splitBatch } from './send-queue.js';
 import type { Frames, PeerEvent, Transport } from './transport.js';
 
 export interface ZmqTransportOptions {
@@ -42,24 +43,16 @@ const DEFAULTS: Required<ZmqTransportOptions> = {
   lingerMs: 2_000,
 };
 
-interface QueuedSend {
-  frames: Frames;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-}
-
-/** One PUSH socket to one peer, with its single sender loop. */
+/** One PUSH socket to one peer, with its single sender (send-queue.ts: one pending send, batching). */
 class PeerLink {
   readonly socket: zmq.Push;
-  private readonly queue: QueuedSend[] = [];
-  private sending = false;
-  private closed = false;
+  private readonly out: SendQueue;
 
   constructor(
     readonly rank: number,
     readonly endpoint: string,
-    private readonly source: Uint8Array,
-    private readonly options: Required<ZmqTransportOptions>,
+    source: Uint8Array,
+    options: Required<ZmqTransportOptions>,
     onEvent: (event: PeerEvent) => void,
   ) {
     this.socket = new zmq.Push({
@@ -72,128 +65,49 @@ class PeerLink {
     this.socket.events.on('disconnect', () => onEvent({ kind: 'disconnected', rank }));
     this.socket.events.on('handshake', () => onEvent({ kind: 'connected', rank }));
     this.socket.connect(endpoint);
-  }
-
-  enqueue(frames: Frames): Promise<void> {
-    if (this.closed) return Promise.reject(closedError());
-    if (this.queue.length >= this.options.maxQueuedPerPeer) {
-      return Promise.reject(
-        new CommError('COMM_QUEUE_FULL', `send queue to rank ${this.rank} is full`, {
-          ranks: [this.rank],
-          limit: this.options.maxQueuedPerPeer,
+    this.out = new SendQueue((frames) => this.socket.send(frames), {
+      maxQueued: options.maxQueuedPerPeer,
+      fullError: () =>
+        new CommError('COMM_QUEUE_FULL', `send queue to rank ${rank} is full`, {
+          ranks: [rank],
+          limit: options.maxQueuedPerPeer,
         }),
-      );
-    }
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ frames, resolve, reject });
-      if (!this.sending) {
-        // Sent on the next turn of the event loop, not now: every message queued for this peer
-        // in the current turn (a burst of requests handled together) leaves as one batch.
-        this.sending = true;
-        setImmediate(() => void this.drain());
-      }
+      sendError: (err, closed) =>
+        closed
+          ? closedError()
+          : new CommError(
+              'COMM_TIMEOUT',
+              `send to rank ${rank} timed out`,
+              { ranks: [rank] },
+              { cause: err },
+            ),
+      // A single message: the rank frame, then its frames; a batch: see encodeBatch.
+      encode: (_route, messages) =>
+        messages.length === 1 ? [source, ...messages[0]!] : encodeBatch(source, messages),
     });
   }
 
-  private sendError(err: unknown): CommError {
-    return this.closed
-      ? closedError()
-      : new CommError(
-          'COMM_TIMEOUT',
-          `send to rank ${this.rank} timed out`,
-          { ranks: [this.rank] },
-          { cause: err },
-        );
-  }
-
-  private async drain(): Promise<void> {
-    try {
-      while (this.queue.length > 0) {
-        const batch = this.takeBatch();
-        try {
-          await this.socket.send(encodeBatch(this.source, batch));
-          for (const item of batch) item.resolve();
-        } catch (err) {
-          for (const item of batch) item.reject(this.sendError(err));
-        }
-      }
-    } finally {
-      this.sending = false;
-    }
-  }
-
-  /**
-   * The messages that queued up while ZeroMQ held the previous send, as many as fit in one
-   * batch: small messages ride together, a bulk one goes alone (see BATCH_MAX_BYTES).
-   */
-  private takeBatch(): QueuedSend[] {
-    let bytes = 0;
-    let count = 0;
-    for (const item of this.queue) {
-      const size = frameBytes(item.frames);
-      if (count > 0 && (count >= BATCH_MAX_MESSAGES || bytes + size > BATCH_MAX_BYTES)) break;
-      bytes += size;
-      count++;
-    }
-    return this.queue.splice(0, count);
+  enqueue(frames: Frames): Promise<void> {
+    return this.out.push(frames);
   }
 
   close(): void {
-    this.closed = true;
-    for (let item = this.queue.shift(); item; item = this.queue.shift()) item.reject(closedError());
+    this.out.close();
     // Closing the socket also ends its event observer.
     this.socket.close();
   }
 }
 
-/**
- * Messages queued for one peer in the same turn of the event loop, or while a send is pending,
- * leave as one ZeroMQ message. Small messages cost per message, not per byte (a wake-up of
- * ZeroMQ's I/O thread on each side, a promise in zeromq.js): with 16 small uploads in flight,
- * rank 0 sent 24,000 messages for 4,000 uploads one at a time; batched, ~10,000.
- */
-const BATCH_MAX_MESSAGES = 64;
-/** Messages at or above this many bytes go on their own, as do batches that would exceed it. */
-const BATCH_MAX_BYTES = 256 * 1024;
-
-function frameBytes(frames: Frames): number {
-  let n = 0;
-  for (const f of frames) n += f.length;
-  return n;
-}
-
-/**
- * Wire form: the first frame is the sender's rank (4 bytes, big-endian) for a single message;
- * for a batch it is followed by each message's frame count (4 bytes each), and the messages'
- * frames come one after another.
- */
-function encodeBatch(source: Uint8Array, batch: readonly QueuedSend[]): Uint8Array[] {
-  if (batch.length === 1) return [source, ...batch[0]!.frames];
-  const header = Buffer.allocUnsafe(4 + 4 * batch.length);
-  header.set(source, 0);
-  const frames: Uint8Array[] = [header];
-  batch.forEach((item, i) => {
-    header.writeUInt32BE(item.frames.length, 4 + 4 * i);
-    frames.push(...item.frames);
-  });
-  return frames;
-}
-
 /** Splits a received ZeroMQ message into its messages; undefined when it is not one of ours. */
-export function decodeBatch(message: Buffer[]): { source: number; messages: Frames[] } | undefined {
+export function decodeMessage(
+  message: Buffer[],
+): { source: number; messages: Frames[] } | undefined {
   const header = message[0];
   if (!header || header.length < 4 || header.length % 4 !== 0) return undefined;
   const source = header.readUInt32BE(0);
   if (header.length === 4) return { source, messages: [message.slice(1)] };
-  const messages: Frames[] = [];
-  let at = 1;
-  for (let off = 4; off < header.length; off += 4) {
-    const count = header.readUInt32BE(off);
-    if (at + count > message.length) return undefined;
-    messages.push(message.slice(at, at + count));
-    at += count;
-  }
-  return at === message.length ? { source, messages } : undefined;
+  const messages = splitBatch(header, message.slice(1));
+  return messages && { source, messages };
 }
 
 function closedError(): CommError {
@@ -334,7 +248,7 @@ export class ZmqTransport implements Transport {
   private async receiveLoop(): Promise<void> {
     try {
       for await (const message of this.pull) {
-        const decoded = decodeBatch(message);
+        const decoded = decodeMessage(message);
         if (!decoded) continue; // not one of ours: ignore, never crash
         for (const frames of decoded.messages) this.deliver(decoded.source, frames);
       }

@@ -6,15 +6,15 @@
  * to overwrite without force; nothing waits past its deadline; the store's errors surface with
  * their codes; the CLI maps all of it to one line and an exit status.
  *
- * Method: a fake coordinator in this process (a zeromq Router on 127.0.0.1, port 0, msgpackr
- * frames) that implements just enough of the protocol, records every request, counts chunk
+ * Method: a fake coordinator in this process (rank 0's own client socket, ServiceSocket, on
+ * 127.0.0.1, port 0, msgpackr frames) that implements just enough of the protocol, records every request, counts chunk
  * requests outstanding, and can hold chunk replies until the client has filled its window (then
  * release them in order or reversed), corrupt one chunk, fail chosen requests, or stay silent.
  * Holding replies until the window is full makes "the client pipelines up to, and not past, the
  * window" an exact assertion instead of a timing accident. CLI tests spawn `node
  * bin/dfs-client.js` (needs `npm run build`) against the same fake.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { getEventListeners } from 'node:events';
 import { existsSync } from 'node:fs';
@@ -26,8 +26,8 @@ import { PassThrough, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { pack, unpack } from 'msgpackr';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import * as zmq from 'zeromq';
 import { DfsClient, parseServerAddress } from '../../src/client/dfs-client.js';
+import { ServiceSocket } from '../../src/comm/zmq-service.js';
 import { DfsError } from '../../src/client/errors.js';
 import { ProgressBar, renderProgressLine } from '../../src/client/progress.js';
 import type {
@@ -122,15 +122,13 @@ class FakeCoordinator {
   private repliedChunks = 0;
   private readonly uploads = new Map<string, { name: string; chunks: Map<number, Buffer> }>();
   private readonly reads = new Map<string, StoredFile>();
-  private readonly sendQueue: Buffer[][] = [];
-  private sending = false;
   private nextId = 1;
   private closed = false;
   readonly chunkSizeBytes: number;
   readonly window: number;
 
   private constructor(
-    private readonly router: zmq.Router,
+    private readonly socket: ServiceSocket,
     readonly port: number,
     private readonly options: FakeOptions,
   ) {
@@ -139,11 +137,10 @@ class FakeCoordinator {
   }
 
   static async start(options: FakeOptions = {}): Promise<FakeCoordinator> {
-    const router = new zmq.Router({ linger: 0 });
-    await router.bind('tcp://127.0.0.1:0');
-    const port = Number(/:(\d+)$/.exec(router.lastEndpoint ?? '')?.[1]);
-    const fake = new FakeCoordinator(router, port, options);
-    void fake.loop();
+    const socket = await ServiceSocket.bind('127.0.0.1', 0, { maxMessageBytes: 64 * 1024 * 1024 });
+    const port = Number(/:(\d+)$/.exec(socket.endpoint)?.[1]);
+    const fake = new FakeCoordinator(socket, port, options);
+    socket.onMessage((client, frames) => fake.receive(client, frames));
     return fake;
   }
 
@@ -167,37 +164,22 @@ class FakeCoordinator {
 
   close(): void {
     this.closed = true;
-    this.router.close();
+    this.socket.close();
   }
 
-  private async loop(): Promise<void> {
-    try {
-      for await (const [client, head, data] of this.router) {
-        if (client === undefined || head === undefined) continue;
-        const msg = unpack(head) as Record<string, unknown>;
-        this.received.push({ op: String(msg.op), msg, data });
-        if (this.options.silent) continue;
-        const delayMs = this.options.delayMs?.(msg) ?? 0;
-        if (delayMs > 0) setTimeout(() => this.handle(client, msg, data), delayMs);
-        else this.handle(client, msg, data);
-      }
-    } catch (err) {
-      if (!this.closed) throw err;
-    }
+  private receive(client: Buffer, [head, data]: Buffer[]): void {
+    if (this.closed || head === undefined) return;
+    const msg = unpack(head) as Record<string, unknown>;
+    this.received.push({ op: String(msg.op), msg, data });
+    if (this.options.silent) return;
+    const delayMs = this.options.delayMs?.(msg) ?? 0;
+    if (delayMs > 0) setTimeout(() => this.handle(client, msg, data), delayMs);
+    else this.handle(client, msg, data);
   }
 
-  private send(frames: Buffer[]): void {
-    this.sendQueue.push(frames);
-    if (!this.sending) void this.drain();
-  }
-
-  private async drain(): Promise<void> {
-    this.sending = true;
-    for (let frames = this.sendQueue.shift(); frames; frames = this.sendQueue.shift()) {
-      if (this.closed) break;
-      await this.router.send(frames).catch(() => undefined);
-    }
-    this.sending = false;
+  private send([client, ...frames]: Buffer[]): void {
+    if (this.closed) return;
+    this.socket.send(client!, frames).catch(() => undefined);
   }
 
   private reply(client: Buffer, id: unknown, fields: object, payload?: Buffer): void {
@@ -566,6 +548,24 @@ describe('upload', () => {
     expect(dirErr.code).toBe('CLIENT_LOCAL_PATH');
     expect(dirErr.message).toContain('is a directory');
     expect(f.received).toEqual([]);
+  });
+
+  it('refuses a FIFO at once as not a regular file, without waiting for a writer', async () => {
+    const f = await startFake();
+    const fifo = path.join(dir, 'pipe');
+    execFileSync('mkfifo', [fifo]);
+    const err = await rejection(clientFor(f.server).upload(fifo));
+    expect(err.code).toBe('CLIENT_LOCAL_PATH');
+    expect(err.message).toContain('not a regular file');
+    expect(f.received).toEqual([]);
+  });
+
+  it('refuses a small file that holds more than its size said (a /proc file) with CLIENT_FILE_CHANGED', async () => {
+    const f = await startFake();
+    const err = await rejection(clientFor(f.server).upload('/proc/self/status'));
+    expect(err.code).toBe('CLIENT_FILE_CHANGED');
+    expect(err.message).toContain('grew');
+    expect(f.ops()).toEqual([]);
   });
 
   it('passes STORE_NO_SPACE from put-begin through with its detail, and sends no chunk', async () => {

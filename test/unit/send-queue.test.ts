@@ -1,0 +1,161 @@
+/**
+ * The batching send queue. Goal: one pending send per socket, as zeromq.js requires; messages
+ * queued in one turn for one destination leave as one batch in their order, within the count and
+ * byte limits; bulk messages and messages for other destinations are never mixed in, and no
+ * destination's order changes; a failed send fails every message of its batch. Method: a
+ * SendQueue over a recording send function that the test can hold open or fail.
+ */
+import { describe, expect, it } from 'vitest';
+import { CommError } from '../../src/comm/errors.js';
+import {
+  BATCH_MAX_BYTES,
+  BATCH_MAX_MESSAGES,
+  encodeBatch,
+  SendQueue,
+  splitBatch,
+} from '../../src/comm/send-queue.js';
+import type { Frames } from '../../src/comm/transport.js';
+
+/** Each ZeroMQ message sent: its route and its messages. */
+type Sent = { route: string | undefined; messages: string[][] };
+
+function recorder(options: { fail?: boolean; maxQueued?: number } = {}): {
+  queue: SendQueue;
+  sent: Sent[];
+  maxPending: () => number;
+} {
+  const sent: Sent[] = [];
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const queue = new SendQueue(
+    async (frames) => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      await new Promise((r) => setImmediate(r));
+      inFlight--;
+      if (options.fail) throw new Error('no peer');
+      const [route, ...body] = frames as Buffer[];
+      sent.push({
+        route: route!.toString(),
+        messages: JSON.parse(Buffer.concat(body).toString()) as string[][],
+      });
+    },
+    {
+      maxQueued: options.maxQueued ?? 1000,
+      fullError: () => new CommError('COMM_QUEUE_FULL', 'full'),
+      sendError: (_err, closed) => new CommError(closed ? 'COMM_CLOSED' : 'COMM_TIMEOUT', 'failed'),
+      // A readable stand-in for encodeBatch: the route, then the messages as JSON.
+      encode: (route, messages: readonly Frames[]) => [
+        Buffer.from(route ?? '-'),
+        Buffer.from(JSON.stringify(messages.map((m) => m.map((f) => Buffer.from(f).toString())))),
+      ],
+    },
+  );
+  return { queue, sent, maxPending: () => maxInFlight };
+}
+
+const msg = (s: string): Frames => [Buffer.from(s)];
+
+describe('SendQueue', () => {
+  it('sends what was queued in one turn as one batch, in order, with one send pending at a time', async () => {
+    const { queue, sent, maxPending } = recorder();
+    await Promise.all(['a', 'b', 'c'].map((s) => queue.push(msg(s))));
+    await Promise.all(['d', 'e'].map((s) => queue.push(msg(s))));
+    expect(sent).toEqual([
+      { route: '-', messages: [['a'], ['b'], ['c']] },
+      { route: '-', messages: [['d'], ['e']] },
+    ]);
+    expect(maxPending()).toBe(1);
+  });
+
+  it('never mixes destinations, and keeps each destination in order', async () => {
+    const { queue, sent } = recorder();
+    const x = Buffer.from('x');
+    const y = Buffer.from('y');
+    await Promise.all([
+      queue.push(msg('x1'), x),
+      queue.push(msg('y1'), y),
+      queue.push(msg('x2'), x),
+      queue.push(msg('y2'), y),
+    ]);
+    expect(sent).toEqual([
+      { route: 'x', messages: [['x1'], ['x2']] },
+      { route: 'y', messages: [['y1'], ['y2']] },
+    ]);
+  });
+
+  it('sends a bulk message alone and ends the batch before it, so order holds', async () => {
+    const { queue, sent } = recorder();
+    const bulk = 'z'.repeat(BATCH_MAX_BYTES);
+    await Promise.all([
+      queue.push(msg('a')),
+      queue.push(msg(bulk)),
+      queue.push(msg('b')),
+      queue.push(msg('c')),
+    ]);
+    expect(sent.map((s) => s.messages.map((m) => m[0]!.slice(0, 3)))).toEqual([
+      ['a'],
+      ['zzz'],
+      ['b', 'c'],
+    ]);
+  });
+
+  it(`takes at most ${BATCH_MAX_MESSAGES} messages in a batch`, async () => {
+    const { queue, sent } = recorder();
+    await Promise.all(Array.from({ length: 150 }, (_, i) => queue.push(msg(String(i)))));
+    expect(sent.map((s) => s.messages.length)).toEqual([64, 64, 22]);
+    expect(sent.flatMap((s) => s.messages.map((m) => Number(m[0])))).toEqual(
+      Array.from({ length: 150 }, (_, i) => i),
+    );
+  });
+
+  it('does not batch messages for a receiver that does not split batches', async () => {
+    const { queue, sent } = recorder();
+    const r = Buffer.from('r');
+    await Promise.all(['a', 'b'].map((s) => queue.push(msg(s), r, false)));
+    expect(sent.map((s) => s.messages)).toEqual([[['a']], [['b']]]);
+  });
+
+  it('fails every message of a failed batch, refuses past maxQueued, and fails what is queued on close', async () => {
+    const failing = recorder({ fail: true });
+    const results = await Promise.allSettled(['a', 'b'].map((s) => failing.queue.push(msg(s))));
+    expect(results.map((r) => r.status === 'rejected' && (r.reason as CommError).code)).toEqual([
+      'COMM_TIMEOUT',
+      'COMM_TIMEOUT',
+    ]);
+
+    const small = recorder({ maxQueued: 2 });
+    const first = [small.queue.push(msg('a')), small.queue.push(msg('b'))];
+    await expect(small.queue.push(msg('c'))).rejects.toMatchObject({ code: 'COMM_QUEUE_FULL' });
+    small.queue.close();
+    for (const p of first) await expect(p).rejects.toMatchObject({ code: 'COMM_CLOSED' });
+    await expect(small.queue.push(msg('d'))).rejects.toMatchObject({ code: 'COMM_CLOSED' });
+  });
+});
+
+describe('encodeBatch and splitBatch', () => {
+  it('round-trip messages of 0, 1 and 3 frames', () => {
+    const messages = [
+      [],
+      [Buffer.from('a')],
+      [Buffer.from('b'), Buffer.alloc(0), Buffer.from('c')],
+    ];
+    const [header, ...rest] = encodeBatch(Buffer.from('TAG!'), messages) as Buffer[];
+    expect(header!.subarray(0, 4).toString()).toBe('TAG!');
+    expect(splitBatch(header!, rest)).toEqual(messages);
+  });
+
+  it('refuse headers whose counts do not match the frames', () => {
+    const header = (...counts: number[]): Buffer => {
+      const h = Buffer.alloc(4 + 4 * counts.length);
+      counts.forEach((c, i) => h.writeUInt32BE(c, 4 + 4 * i));
+      return h;
+    };
+    const two = [Buffer.from('a'), Buffer.from('b')];
+    expect(splitBatch(header(1, 2), two)).toBeUndefined(); // too few frames
+    expect(splitBatch(header(1), two)).toBeUndefined(); // frames left over
+    expect(splitBatch(Buffer.alloc(6), two)).toBeUndefined(); // not whole counts
+    expect(splitBatch(Buffer.alloc(4), two)).toBeUndefined(); // no counts: not a batch
+    expect(splitBatch(header(2, 0), two)).toEqual([two, []]);
+  });
+});
