@@ -208,15 +208,20 @@ export function copiesOnDisk(store: StoreProcess, rank: number): string[] {
 
 /**
  * No surplus and nothing missing: every data rank's volume files hold exactly the copies the
- * index lists on it (polled: deletes are asynchronous).
+ * index lists on it. Both sides are read again at each poll: deletes are asynchronous, and the
+ * index itself may still move after every chunk has its copies (a repair copy that finishes
+ * after its rank came back replaces that rank's copy, which is then trimmed).
  */
 export async function expectDiskMatchesIndex(store: StoreProcess, files: Files): Promise<void> {
-  const expected = await copiesByRank(store, files);
+  let expected = await copiesByRank(store, files);
   const actual = (): Map<number, string[]> =>
     new Map([...expected.keys()].map((rank) => [rank, copiesOnDisk(store, rank)]));
   await waitUntil(
     'the copies on disk to match the index',
-    () => JSON.stringify([...actual()]) === JSON.stringify([...expected]),
+    async () => {
+      expected = await copiesByRank(store, files);
+      return JSON.stringify([...actual()]) === JSON.stringify([...expected]);
+    },
     10_000,
     100,
   ).catch(() => undefined);
