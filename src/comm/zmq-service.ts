@@ -5,9 +5,10 @@
  * As everywhere with zeromq.js, each socket has one sender loop fed by a bounded queue (one
  * pending send per socket: send-queue.ts) and one receive loop. Requests queued in one turn
  * travel as a batch (docs/PROTOCOL.md); rank 0 batches its replies only to a client that has
- * sent a batch, so a client that never does gets one message per reply. The ROUTER sets `mandatory` so a reply to a
- * client that has gone away fails instead of vanishing silently, and `maxMessageSize` so an
- * oversized frame drops that connection inside ZeroMQ before it costs us memory.
+ * sent a batch, so a client that never does gets one message per reply. The ROUTER sets
+ * `mandatory` so a reply to a client that has gone away fails instead of vanishing silently, and
+ * `maxMessageSize` so an oversized frame drops that connection inside ZeroMQ before it costs us
+ * memory.
  */
 import * as zmq from 'zeromq';
 import { CommError } from './errors.js';

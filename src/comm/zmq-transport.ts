@@ -10,9 +10,10 @@
  *
  * zeromq.js allows one pending send() per socket (a second one fails with EBUSY), so each PUSH
  * socket has exactly one sender loop fed by a bounded queue (send-queue.ts, which also batches
- * the small messages queued in one turn), and the PULL socket has one receive loop. Bulk payloads travel as their own frames (never copied into an envelope) and the
- * high-water marks are low: measured on our machines, the default HWM of 1000 made 4 MiB sends
- * 3-4x slower and used gigabytes of RAM.
+ * the small messages queued in one turn), and the PULL socket has one receive loop. Bulk
+ * payloads travel as their own frames (never copied into an envelope) and the high-water marks
+ * are low: measured on our machines, the default HWM of 1000 made 4 MiB sends 3-4x slower and
+ * used gigabytes of RAM.
  *
  * A dropped TCP connection to a peer shows up as a 'disconnect' event on our PUSH socket, which
  * we surface as a PeerEvent at once: evidence of death that the failure detector can act on
