@@ -70,15 +70,12 @@ export class SendQueue {
    * Queues a message; resolves once ZeroMQ took it. `route` addresses a ROUTER's peer;
    * `batchable` says the receiver splits batches (always true between ranks).
    */
-  push(frames: Frames, route?: Uint8Array, batchable = true): Promise<void> {
+  push(frames: Frames, route?: Buffer, batchable = true): Promise<void> {
     if (this.closed) return Promise.reject(this.options.sendError(undefined, true));
     if (this.queue.length >= this.options.maxQueued)
       return Promise.reject(this.options.fullError());
     const bytes = frameBytes(frames);
-    const dest =
-      route === undefined
-        ? ''
-        : Buffer.from(route.buffer, route.byteOffset, route.byteLength).toString('latin1');
+    const dest = route === undefined ? '' : route.toString('latin1');
     return new Promise<void>((resolve, reject) => {
       this.queue.push({
         frames,
@@ -189,12 +186,5 @@ export function splitBatch(header: Buffer, rest: Buffer[]): Buffer[][] | undefin
 
 /** Whether `frame` begins a batch on the client socket (BATCH_MAGIC). */
 export function isClientBatch(frame: Buffer | undefined): frame is Buffer {
-  return (
-    frame !== undefined &&
-    frame.length >= 8 &&
-    frame[0] === BATCH_MAGIC[0] &&
-    frame[1] === BATCH_MAGIC[1] &&
-    frame[2] === BATCH_MAGIC[2] &&
-    frame[3] === BATCH_MAGIC[3]
-  );
+  return frame !== undefined && frame.length >= 8 && frame.subarray(0, 4).equals(BATCH_MAGIC);
 }
