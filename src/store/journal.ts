@@ -505,12 +505,16 @@ export class Journal {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Starts the writer unless it runs. It starts in a microtask, so appends made in the same
-   * synchronous stretch of code (a loop, a Promise.all) go into one batch. */
+  /**
+   * Starts the writer unless it runs. It starts on the next turn of the event loop, so appends
+   * made during this one go into one batch: the commits that one message of replies from the
+   * data ranks completes each reach append() after several promise hops, and a microtask would
+   * start the write after the first of them.
+   */
   private kick(): void {
     if (this.running) return;
     this.running = true;
-    queueMicrotask(() => void this.drain());
+    setImmediate(() => void this.drain());
   }
 
   private async drain(): Promise<void> {

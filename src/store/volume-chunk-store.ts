@@ -37,14 +37,18 @@
  * with the same format and the same guarantees (stats().directIo tells which).
  *
  * Durability: puts and deletes go to a write queue. A write loop appends everything queued as
- * one batch (pwritev at explicit positions through the volume's single FileHandle, never
- * O_APPEND) as soon as its previous write is done; a sync loop fdatasyncs the volume whenever
- * written puts wait for it, and resolves them only then. Puts arriving while a sync runs are
- * written meanwhile and made durable together by the next sync (group commit: one fdatasync for
- * many puts). Deletes resolve once their tombstone is written, without waiting for a sync: a
- * chunk that reappears after a power loss is an orphan the coordinator collects at start-up. A
- * volume is fdatasync'd before the next one is started, and the new file's directory entry is
- * fsync'd, so only the tail of the newest volume can ever be torn.
+ * one batch (pwritev at explicit positions, never O_APPEND) as soon as its previous write is
+ * done, so puts arriving meanwhile share the next batch (group commit). The newest volume is
+ * open with O_DSYNC, so a batch written through the page cache is durable when its pwritev
+ * returns, and its puts resolve then: one call to libuv's thread pool per batch rather than a
+ * pwritev and an fdatasync, which mattered for small puts (the hand-offs to the pool and back
+ * are most of a small put's cost). A batch written with O_DIRECT (below) goes through a handle
+ * without O_DSYNC, so large writes never wait for a flush one by one; a sync loop fdatasyncs the
+ * volume whenever such puts wait for it, and resolves them only then, while the next batch is
+ * written. Deletes in a direct batch resolve without waiting for that sync: a chunk that
+ * reappears after a power loss is an orphan the coordinator collects at start-up. A volume is
+ * fdatasync'd before the next one is started, and the new file's directory entry is fsync'd, so
+ * only the tail of the newest volume can ever be torn.
  *
  * Recovery: a record header is bad if it is cut off, has no magic, fails its CRC or holds
  * impossible fields; a record is cut off if it runs past the end of the file. In the newest
@@ -143,6 +147,11 @@ const MAX_BATCH_BYTES = 1024 * 1024;
  * re-verifies (DEFAULT_TAIL_CHECK_BYTES).
  */
 const MAX_UNSYNCED_BYTES = 48 * 1024 * 1024;
+/**
+ * How the newest volume is opened: every write through this handle is durable when it returns
+ * (O_DSYNC: as if each were followed by an fdatasync). See the file comment.
+ */
+const APPEND_FLAGS = constants.O_RDWR | constants.O_DSYNC;
 /** Parts below this size are copied into one buffer per batch rather than given as iovecs. */
 const GATHER_BELOW_BYTES = 64 * 1024;
 /** Most iovecs per pwritev call (Linux IOV_MAX). */
@@ -219,7 +228,10 @@ export interface VolumeChunkStoreStats {
   diskBytes: number;
   /** Bytes in volumes that hold no live chunk data (dead records, tombstones, damage). */
   garbageBytes: number;
-  /** fdatasyncs of volume files: far fewer than puts under concurrent load (group commit). */
+  /**
+   * Points where written records became durable: fdatasyncs, and batches written through the
+   * O_DSYNC handle. Far fewer than puts under concurrent load (group commit).
+   */
   syncs: number;
   /** Batches written (one pwritev series each). */
   batches: number;
@@ -610,7 +622,7 @@ const recordBytesOf = (e: Entry): number => RECORD_HEADER_BYTES + e.idLength + e
 interface WriteItem {
   parts: Uint8Array[];
   bytes: number;
-  /** Resolve only after an fdatasync (puts, compaction copies), or once written (tombstones). */
+  /** Resolve only once durable (puts, compaction copies), or once written (tombstones). */
   sync: boolean;
   resolve: (where: { volume: Volume; offset: number }) => void;
   reject: (err: unknown) => void;
@@ -744,7 +756,7 @@ export class VolumeChunkStore implements ChunkStore {
     for (const [i, file] of files.entries()) {
       const last = i === files.length - 1;
       const path = join(this.dir, file.name);
-      const handle = await open(path, last ? 'r+' : 'r');
+      const handle = await open(path, last ? APPEND_FLAGS : 'r');
       const fileBytes = (await handle.stat()).size;
       const volume: Volume = {
         number: file.number,
@@ -856,10 +868,10 @@ export class VolumeChunkStore implements ChunkStore {
   /** Creates volume n holding its header, durably (file and directory entry). */
   private async createVolume(n: number): Promise<Volume> {
     const path = join(this.dir, volumeFileName(n));
-    const handle = await open(path, 'wx+');
+    const handle = await open(path, APPEND_FLAGS | constants.O_CREAT | constants.O_EXCL);
     try {
+      // Durable on return (O_DSYNC).
       await writevFully(handle, [encodeFileHeader(n)], 0);
-      await handle.datasync();
       await fsyncDirectory(this.dir);
     } catch (err) {
       await handle.close().catch(() => {});
@@ -1187,10 +1199,12 @@ export class VolumeChunkStore implements ChunkStore {
   // ---- the writer -----------------------------------------------------------------------------
   //
   // Two loops. The write loop appends everything queued, as one batch at explicit positions, to
-  // the newest volume as soon as its previous write is done. The sync loop fdatasyncs the volume
-  // whenever records written since its last sync wait for one, then resolves them. Records queued
-  // while a sync runs are written meanwhile and made durable together by the next sync: many puts
-  // share one fdatasync, and the disk is not left idle while a batch is copied to the kernel.
+  // the newest volume as soon as its previous write is done. A batch written through the page
+  // cache is durable when written (O_DSYNC) and resolves then, unless records written before it
+  // still wait for a sync. The sync loop fdatasyncs the volume whenever records written since its
+  // last sync wait for one (direct batches, and what was written behind them), then resolves
+  // them. Records queued while a sync runs are written meanwhile and made durable together by the
+  // next sync, so the disk is not left idle while a large batch is copied to the kernel.
 
   private enqueue(
     parts: Uint8Array[],
@@ -1201,8 +1215,11 @@ export class VolumeChunkStore implements ChunkStore {
       this.queue.push({ parts, bytes, sync, resolve, reject });
       if (!this.writing) {
         this.writing = true;
-        // In a microtask, so writes queued in the same synchronous stretch share the batch.
-        queueMicrotask(() => void this.writeLoop());
+        // On the next turn of the event loop, not in a microtask: the puts of one message from
+        // rank 0 reach here each after several promise hops, and a microtask would start the
+        // write after the first of them. Measured under 16 small uploads in flight: a data rank
+        // received 4,670 puts in 1,319 messages and wrote them in 1,722 batches; now ~1,100.
+        setImmediate(() => void this.writeLoop());
       }
     });
   }
@@ -1278,12 +1295,15 @@ export class VolumeChunkStore implements ChunkStore {
   private async writeBatch(volume: Volume, batch: WriteItem[]): Promise<void> {
     const start = volume.end;
     const bytes = batch.reduce((sum, item) => sum + item.bytes, 0);
+    const direct =
+      this.direct !== undefined && volume.direct !== undefined && bytes >= this.directIoFromBytes
+        ? { handle: volume.direct, slab: this.direct.writeSlab }
+        : undefined;
     let written: { offsets: number[]; end: number };
     try {
-      written =
-        this.direct !== undefined && volume.direct !== undefined && bytes >= this.directIoFromBytes
-          ? await this.writeDirect(volume, volume.direct, this.direct.writeSlab, batch, bytes)
-          : await this.writeBuffered(volume, batch);
+      written = direct
+        ? await this.writeDirect(volume, direct.handle, direct.slab, batch, bytes)
+        : await this.writeBuffered(volume, batch);
     } catch (err) {
       // Cut off what was written, so the next batch follows the last good record; if even that
       // fails, later records would sit behind garbage: stop accepting writes.
@@ -1295,12 +1315,27 @@ export class VolumeChunkStore implements ChunkStore {
           `${volumeFileName(volume.number)} cannot cut off a failed write; restart the rank`,
         );
       }
+      // A full disk may clear. Any other error (EIO: the device, or the flush inside an O_DSYNC
+      // write) is treated as a failed fdatasync is in the sync loop: nothing is trusted until a
+      // restart rescans the volumes.
+      const failure = ioError(
+        err,
+        `${volumeFileName(volume.number)} could not be written durably; restart the rank to rescan the volumes`,
+      );
+      if (failure.code !== 'STORE_NO_SPACE') this.failed ??= failure;
       for (const item of batch) item.reject(err);
       return;
     }
     volume.end = written.end;
     volume.fileBytes = written.end;
     this.counters.batches++;
+    if (direct === undefined && !this.syncing && this.unsynced.length === 0) {
+      // Written through the O_DSYNC handle behind nothing that still waits for a sync: durable.
+      this.counters.syncs++;
+      volume.syncedEnd = written.end;
+      batch.forEach((item, i) => item.resolve({ volume, offset: written.offsets[i] as number }));
+      return;
+    }
     batch.forEach((item, i) => {
       const where = { volume, offset: written.offsets[i] as number };
       // Tombstones need not wait for an fdatasync.

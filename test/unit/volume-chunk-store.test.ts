@@ -35,18 +35,25 @@ import {
 
 // Faults injected into every file handle opened through node:fs/promises, checked at each call:
 // 'enospc' writes half of the first buffer and then fails with ENOSPC (a disk filling up in the
-// middle of a record); 'eio' fails fdatasync; 'einval' refuses opens with O_DIRECT, as tmpfs does.
+// middle of a record); 'eio' fails fdatasync, and the writes of a handle opened with O_DSYNC
+// (whose every write ends with the flush that failed); 'einval' refuses opens with O_DIRECT, as
+// tmpfs does.
 interface Faults {
   writes: 'ok' | 'enospc';
   partialWritten: boolean;
   datasync: 'ok' | 'eio';
   direct: 'ok' | 'einval';
+  /** Counted, not injected: handles opened with O_DSYNC, and fdatasync calls. */
+  dsyncOpens: string[];
+  datasyncs: number;
 }
 const fault = vi.hoisted((): Faults => ({
   writes: 'ok',
   partialWritten: false,
   datasync: 'ok',
   direct: 'ok',
+  dsyncOpens: [],
+  datasyncs: 0,
 }));
 vi.mock('node:fs/promises', async (importOriginal) => {
   const real = await importOriginal<typeof import('node:fs/promises')>();
@@ -58,10 +65,13 @@ vi.mock('node:fs/promises', async (importOriginal) => {
       return failure('EINVAL', 'open');
     }
     const handle = await real.open(...args);
+    const dsync = typeof flags === 'number' && (flags & constants.O_DSYNC) !== 0;
+    if (dsync) fault.dsyncOpens.push(String(args[0]));
     return new Proxy(handle, {
       get(target, prop) {
         if (prop === 'writev') {
           return async (buffers: NodeJS.ArrayBufferView[], position?: number) => {
+            if (dsync && fault.datasync === 'eio') return failure('EIO', 'write');
             if (fault.writes !== 'enospc') return target.writev(buffers, position);
             const first = buffers[0];
             if (fault.partialWritten || first === undefined || first.byteLength < 2) {
@@ -73,8 +83,9 @@ vi.mock('node:fs/promises', async (importOriginal) => {
             return { bytesWritten, buffers };
           };
         }
-        if (prop === 'datasync' && fault.datasync === 'eio') {
-          return () => failure('EIO', 'fdatasync');
+        if (prop === 'datasync') {
+          fault.datasyncs++;
+          if (fault.datasync === 'eio') return () => failure('EIO', 'fdatasync');
         }
         const value: unknown = Reflect.get(target, prop, target);
         return typeof value === 'function'
@@ -96,6 +107,8 @@ afterEach(async () => {
   fault.partialWritten = false;
   fault.datasync = 'ok';
   fault.direct = 'ok';
+  fault.dsyncOpens = [];
+  fault.datasyncs = 0;
   await Promise.all(opened.splice(0).map((s) => s.close()));
   await Promise.all(temps.splice(0).map((d) => rm(d, { recursive: true, force: true })));
 });
@@ -400,6 +413,35 @@ describe('VolumeChunkStore', () => {
 
     const reopened = await openStore(dir);
     await expectContents(reopened, chunks);
+  });
+
+  it('small puts are durable when written: the newest volume is O_DSYNC, no fdatasync is called', async () => {
+    const dir = await freshDir();
+    const store = await openStore(dir);
+    expect(fault.dsyncOpens).toContain(join(dir, volumeFileName(1)));
+    const datasyncsBefore = fault.datasyncs;
+    const syncsBefore = store.stats().syncs;
+    const chunks = new Map<string, Buffer>();
+    for (let i = 0; i < 20; i++) {
+      const data = randomBytes(4096);
+      await store.put(`d${i}`, data, chunkChecksum(data));
+      chunks.set(`d${i}`, data);
+    }
+    // One durable write each (counted as a sync), and not one fdatasync.
+    expect(store.stats().syncs - syncsBefore).toBe(20);
+    expect(fault.datasyncs - datasyncsBefore).toBe(0);
+    // A volume started later is opened the same way.
+    const rolled = await openStore(await freshDir(), {
+      volumeBytes: 64 * 1024,
+      autoCompact: false,
+    });
+    for (let i = 0; i < 40; i++) {
+      const data = randomBytes(4096);
+      await rolled.put(`r${i}`, data, chunkChecksum(data));
+    }
+    expect(rolled.stats().volumes).toBeGreaterThan(1);
+    expect(fault.dsyncOpens).toContain(join(rolled.dir, volumeFileName(2)));
+    await expectContents(store, chunks);
   });
 
   it('group commit under a steady load: 16 writers putting one chunk after another', async () => {
@@ -812,7 +854,7 @@ describe('VolumeChunkStore', () => {
     expect(reopened.stats().recovery.droppedTailBytes).toBe(0);
   });
 
-  it('stops accepting writes after a failed fdatasync, keeps serving reads', async () => {
+  it('stops accepting writes after a failed flush (an O_DSYNC write), keeps serving reads', async () => {
     const dir = await freshDir();
     const store = await openStore(dir);
     const chunks = await putMany(store, 2, 4096);
@@ -906,6 +948,24 @@ describe.skipIf(!directIo.works)('VolumeChunkStore with direct I/O', () => {
     // Damage is still found: a direct read sees a byte changed through the page cache.
     await reopened.damage('m2', 12345);
     await expectCode(reopened.get('m2'), 'STORE_CORRUPT');
+  });
+
+  it('a large put waits for an fdatasync; after a failed one, no write is accepted until a restart', async () => {
+    const dir = await freshDir();
+    const store = await openStore(dir);
+    const first = randomBytes(MiB);
+    await store.put('big0', first, chunkChecksum(first));
+    // The volume now ends aligned: the next large batch needs no pad written through O_DSYNC.
+    const datasyncs = fault.datasyncs;
+    fault.datasync = 'eio';
+    const data = randomBytes(MiB);
+    const err = await expectCode(store.put('big1', data, chunkChecksum(data)), 'STORE_INTERNAL');
+    expect(err.detail).toMatchObject({ errno: 'EIO' });
+    expect(fault.datasyncs).toBe(datasyncs + 1);
+    fault.datasync = 'ok';
+    const small = randomBytes(10);
+    await expectCode(store.put('later', small, chunkChecksum(small)), 'STORE_INTERNAL');
+    expect((await store.get('big0')).equals(first)).toBe(true);
   });
 
   it('serves 24 concurrent reads of large chunks, more than it has aligned buffers for', async () => {
