@@ -71,9 +71,11 @@ export class Rendezvous {
     try {
       await this.router.bind(address);
     } catch (err) {
+      // The reason in the message ("Address already in use"): it is what a user acts on.
+      const reason = err instanceof Error ? `: ${err.message}` : '';
       throw new CommError(
         'COMM_WIREUP',
-        `rank 0 cannot bind the rendezvous at ${host}:${port}`,
+        `rank 0 cannot bind the rendezvous at ${host}:${port}${reason}`,
         { host, port },
         { cause: err },
       );
