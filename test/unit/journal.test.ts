@@ -8,6 +8,7 @@
  * and the state after reopening is compared with a FileIndex built from the records.
  */
 import { Buffer } from 'node:buffer';
+import { constants } from 'node:fs';
 import {
   copyFile,
   mkdtemp,
@@ -29,15 +30,23 @@ import { FileIndex, type FileVersion, type IndexRecord } from '../../src/store/f
 import { Journal, MAX_RECORD_BYTES } from '../../src/store/journal.js';
 
 // File handles opened through node:fs/promises obey `fault`: 'write' makes the next write store
-// half its bytes and then fail with ENOSPC (a disk filling up mid-append); 'sync' makes fsync
-// fail with EIO. Otherwise the real module is used untouched.
-const fault = vi.hoisted(() => ({ next: undefined as 'write' | 'sync' | undefined }));
+// half its bytes and then fail with ENOSPC (a disk filling up mid-append); 'flush' makes the next
+// write of a handle opened with O_DSYNC (the log's) store its bytes and then fail with EIO, as a
+// failed flush inside it does. Handles opened with O_DSYNC are counted. Otherwise the real module
+// is used untouched.
+const fault = vi.hoisted(() => ({
+  next: undefined as 'write' | 'flush' | undefined,
+  dsyncOpens: [] as string[],
+}));
 vi.mock('node:fs/promises', async (importOriginal) => {
   const real = await importOriginal<typeof import('node:fs/promises')>();
   const failure = (code: string, syscall: string): Error =>
     Object.assign(new Error(`${code}: injected, ${syscall}`), { code, syscall });
   const open: typeof real.open = async (...args) => {
     const handle = await real.open(...args);
+    const flags = args[1];
+    const dsync = typeof flags === 'number' && (flags & constants.O_DSYNC) !== 0;
+    if (dsync) fault.dsyncOpens.push(String(args[0]));
     return new Proxy(handle, {
       get(target, prop) {
         if (prop === 'write' && fault.next === 'write') {
@@ -47,9 +56,12 @@ vi.mock('node:fs/promises', async (importOriginal) => {
             throw failure('ENOSPC', 'write');
           };
         }
-        if (prop === 'sync' && fault.next === 'sync') {
+        if (prop === 'write' && dsync && fault.next === 'flush') {
           fault.next = undefined;
-          return () => Promise.reject(failure('EIO', 'fsync'));
+          return async (data: Uint8Array, offset: number, length: number, position: number) => {
+            await target.write(data, offset, length, position);
+            throw failure('EIO', 'write');
+          };
         }
         const value: unknown = Reflect.get(target, prop, target);
         return typeof value === 'function'
@@ -75,6 +87,7 @@ async function openJournal(dir: string, options?: Parameters<typeof Journal.open
 }
 afterEach(async () => {
   fault.next = undefined;
+  fault.dsyncOpens = [];
   await Promise.all(journals.splice(0).map((j) => j.close().catch(() => {})));
   await Promise.all(temps.splice(0).map((d) => rm(d, { recursive: true, force: true })));
 });
@@ -156,7 +169,7 @@ describe('Journal', () => {
     expect((await openJournal(dir)).records).toEqual([...written, commit('d', 1)]);
   });
 
-  it('makes 1,000 concurrent appends durable with a few group fsyncs', async () => {
+  it('makes 1,000 concurrent appends durable with a few group writes', async () => {
     const dir = await freshDir();
     const { journal } = await openJournal(dir);
     const written = Array.from({ length: 1000 }, (_, i) => commit(`f${i}`, 1));
@@ -171,7 +184,18 @@ describe('Journal', () => {
     expect(records).toEqual(written);
   });
 
-  it('groups appends that arrive while an fsync runs into the next fsync', async () => {
+  it('opens the newest log O_DSYNC, a new one and a reopened one alike: an append is durable when written', async () => {
+    const dir = await freshDir();
+    const { journal } = await openJournal(dir);
+    expect(fault.dsyncOpens).toEqual([join(dir, LOG1)]);
+    await journal.append(commit('a', 1));
+    expect(journal.stats().syncs).toBe(1);
+    await journal.close();
+    await openJournal(dir);
+    expect(fault.dsyncOpens).toEqual([join(dir, LOG1), join(dir, LOG1)]);
+  });
+
+  it('groups appends that arrive while a write runs into the next write', async () => {
     const dir = await freshDir();
     const { journal } = await openJournal(dir);
     const first = journal.append(commit('first', 1));
@@ -183,7 +207,7 @@ describe('Journal', () => {
       await new Promise((resolve) => setImmediate(resolve));
     }
     await Promise.all([first, ...later]);
-    // 501 appends; without group commit this would be 501 fsyncs.
+    // 501 appends; without group commit this would be 501 durable writes.
     expect(journal.stats().syncs).toBeLessThan(60);
     await journal.close();
     expect((await openJournal(dir)).records).toHaveLength(501);
@@ -449,17 +473,17 @@ describe('Journal', () => {
     expect(reopened.droppedBytes).toBe(0);
   });
 
-  it('refuses everything with STORE_INTERNAL after a failed fsync; a reopen recovers', async () => {
+  it('refuses everything with STORE_INTERNAL after a failed flush (an O_DSYNC write); a reopen recovers', async () => {
     const dir = await freshDir();
     const { journal } = await openJournal(dir);
     await journal.append(commit('a', 1));
-    fault.next = 'sync';
+    fault.next = 'flush';
     const err = await expectCode(journal.append(commit('unsure', 1)), 'STORE_INTERNAL');
     expect(err.message).toMatch(/restart the coordinator/);
     await expectCode(journal.append(commit('b', 1)), 'STORE_INTERNAL');
     await expectCode(journal.compact([]), 'STORE_INTERNAL');
     await journal.close();
-    // The record whose fsync failed may or may not be on disk; what was acknowledged is.
+    // The record whose flush failed may or may not be on disk; what was acknowledged is.
     const { records } = await openJournal(dir);
     expect(records[0]).toEqual(commit('a', 1));
     expect(records.map((r) => (r.op === 'commit' ? r.file.name : r.op))).not.toContain('b');
