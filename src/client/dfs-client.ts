@@ -739,7 +739,6 @@ export class DfsClient {
     });
   }
 
-  /** Removes a pending request; returns false when it was already settled. */
   /**
    * Runs `onAbort` when `signal` fires; returns the function that stops watching. One listener
    * per signal however many requests wait on it: a download keeps 16 chunk requests outstanding,
@@ -747,20 +746,18 @@ export class DfsClient {
    */
   private watchAbort(signal: AbortSignal | undefined, onAbort: () => void): () => void {
     if (signal === undefined) return () => {};
-    let watchers = this.abortWatchers.get(signal);
-    if (watchers === undefined) {
-      const all = new Set<() => void>();
-      this.abortWatchers.set(signal, all);
-      signal.addEventListener('abort', () => [...all].forEach((watcher) => watcher()), {
+    const watchers = this.abortWatchers.get(signal) ?? new Set<() => void>();
+    if (!this.abortWatchers.has(signal)) {
+      this.abortWatchers.set(signal, watchers);
+      signal.addEventListener('abort', () => [...watchers].forEach((watcher) => watcher()), {
         once: true,
       });
-      watchers = all;
     }
-    const mine = watchers;
-    mine.add(onAbort);
-    return () => mine.delete(onAbort);
+    watchers.add(onAbort);
+    return () => watchers.delete(onAbort);
   }
 
+  /** Removes a pending request; returns undefined when it was already settled. */
   private settle(id: number): PendingRequest | undefined {
     const entry = this.pending.get(id);
     if (entry === undefined) return undefined;

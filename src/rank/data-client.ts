@@ -46,15 +46,15 @@ export class DataClient {
     const reqId = this.nextReqId++;
     return new Promise((resolve, reject) => {
       const cancelTimer = this.comm.clock.setTimer(this.timeoutMs, () => {
-        if (this.pending.delete(reqId)) {
-          reject(
-            new StoreError(
-              'STORE_TIMEOUT',
-              `rank ${rank} did not answer ${body.op} within ${this.timeoutMs} ms`,
-              { rank },
-            ),
-          );
-        }
+        this.settle(
+          reqId,
+          undefined,
+          new StoreError(
+            'STORE_TIMEOUT',
+            `rank ${rank} did not answer ${body.op} within ${this.timeoutMs} ms`,
+            { rank },
+          ),
+        );
       });
       this.pending.set(reqId, { rank, resolve, reject, cancelTimer });
       this.comm

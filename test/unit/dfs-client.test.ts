@@ -7,9 +7,10 @@
  * their codes; the CLI maps all of it to one line and an exit status.
  *
  * Method: a fake coordinator in this process (rank 0's own client socket, ServiceSocket, on
- * 127.0.0.1, port 0, msgpackr frames) that implements just enough of the protocol, records every request, counts chunk
- * requests outstanding, and can hold chunk replies until the client has filled its window (then
- * release them in order or reversed), corrupt one chunk, fail chosen requests, or stay silent.
+ * 127.0.0.1, port 0, msgpackr frames) that implements just enough of the protocol, records every
+ * request, counts chunk requests outstanding, and can hold chunk replies until the client has
+ * filled its window (then release them in order or reversed), corrupt one chunk, fail chosen
+ * requests, or stay silent.
  * Holding replies until the window is full makes "the client pipelines up to, and not past, the
  * window" an exact assertion instead of a timing accident. CLI tests spawn `node
  * bin/dfs-client.js` (needs `npm run build`) against the same fake.
