@@ -35,6 +35,7 @@ import { link, lstat, open, rename, stat, unlink, type FileHandle } from 'node:f
 import net from 'node:net';
 import path from 'node:path';
 import { pack, unpack } from 'msgpackr';
+import { detached } from '../comm/send-queue.js';
 import { ClientSocket } from '../comm/zmq-service.js';
 import type {
   ChunkInfo,
@@ -784,7 +785,9 @@ export class DfsClient {
     if (message.ok === true) {
       // The envelope (id, ok) is the protocol's, not the result's: callers see only the result.
       const { id: _id, ok: _ok, ...fields } = message;
-      entry.resolve({ fields, data: frames[1] });
+      // Bytes that reach the caller own their memory, not a view of a whole batch of replies.
+      const data = frames[1];
+      entry.resolve({ fields, data: data && detached(data) });
     } else {
       entry.reject(wireError(entry.op, message.error));
     }

@@ -12,7 +12,14 @@
  */
 import * as zmq from 'zeromq';
 import { CommError } from './errors.js';
-import { BATCH_MAGIC, encodeBatch, isClientBatch, SendQueue, splitBatch } from './send-queue.js';
+import {
+  BATCH_MAGIC,
+  BATCH_MAX_BYTES,
+  encodeBatch,
+  isClientBatch,
+  SendQueue,
+  splitBatch,
+} from './send-queue.js';
 import type { Frames } from './transport.js';
 import { formatHost } from './zmq-transport.js';
 
@@ -46,7 +53,10 @@ function messagesOf(frames: Buffer[]): Buffer[][] {
 const MAX_BATCHING_CLIENTS = 4096;
 
 export interface ServiceOptions {
-  /** Largest message (all frames) accepted from a client; larger ones drop the connection. */
+  /**
+   * Largest frame accepted from a client; a larger one drops the connection. A batch's body
+   * (under BATCH_MAX_BYTES) is always accepted.
+   */
   maxMessageBytes: number;
   maxQueued?: number;
   sendTimeoutMs?: number;
@@ -71,7 +81,7 @@ export class ServiceSocket {
   static async bind(host: string, port: number, options: ServiceOptions): Promise<ServiceSocket> {
     const router = new zmq.Router({
       mandatory: true,
-      maxMessageSize: options.maxMessageBytes,
+      maxMessageSize: Math.max(options.maxMessageBytes, BATCH_MAX_BYTES),
       sendTimeout: options.sendTimeoutMs ?? 10_000,
       sendHighWaterMark: 64,
       receiveHighWaterMark: 64,

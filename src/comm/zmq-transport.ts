@@ -5,8 +5,8 @@
  * peer's endpoint. PUSH/PULL keeps per-pair FIFO order over a single TCP connection, and the PULL
  * side fair-queues among senders. Each ZeroMQ message carries one extra leading frame: the
  * sender's rank as a 4-byte big-endian integer (PUSH/PULL has no routing identity), followed,
- * when several messages travel together as a batch, by the frame count of each (see
- * encodeBatch).
+ * when several messages travel together as a batch, by the frame counts and lengths of each,
+ * and the batch's bytes travel as one body frame (see encodeBatch).
  *
  * zeromq.js allows one pending send() per socket (a second one fails with EBUSY), so each PUSH
  * socket has exactly one sender loop fed by a bounded queue (send-queue.ts, which also batches

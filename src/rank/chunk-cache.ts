@@ -1,3 +1,5 @@
+import { detached } from '../comm/send-queue.js';
+
 /**
  * Rank 0's cache of small chunks. A small-file read otherwise costs rank 0 a round trip to a data
  * rank for a few kilobytes; with the bytes at hand it answers at once. Chunk ids never change
@@ -33,7 +35,8 @@ export class ChunkCache {
   set(id: string, data: Uint8Array): void {
     if (data.length > this.maxEntryBytes || data.length > this.maxBytes || this.entries.has(id))
       return;
-    this.entries.set(id, data);
+    // Entries own their bytes: a chunk cut from a received batch is copied (see detached).
+    this.entries.set(id, detached(data));
     this.bytes += data.length;
     for (const [oldest, old] of this.entries) {
       if (this.bytes <= this.maxBytes) break;

@@ -1,7 +1,7 @@
 /**
  * Batching on the ZeroMQ sockets, seen on the wire. Goal: small messages queued for one
- * destination in the same turn leave as one ZeroMQ message (the per-message cost is what limits
- * small requests), bulk messages still travel alone and in order, a receiver splits batches back
+ * destination in the same turn leave as one ZeroMQ message of two frames, a header and one body
+ * (the per-message and per-frame costs are what limit small requests), bulk messages still travel alone and in order, a receiver splits batches back
  * into the messages sent and ignores (between ranks) or refuses whole (from clients) ones that are
  * not well-formed, and rank 0 batches replies only to a client that batches itself, so a plain
  * DEALER speaking the protocol as first written gets one message per reply. Method: our sockets
@@ -35,7 +35,7 @@ async function transport(rank: number): Promise<ZmqTransport> {
 }
 
 describe('ZeroMQ transport batching', () => {
-  it('sends the messages queued in one turn as one ZeroMQ message, with each frame count in the header', async () => {
+  it('sends the messages queued in one turn as one ZeroMQ message: a header of frame counts and lengths, and one body', async () => {
     const sender = await transport(0);
     const peer = await rawPeer();
     sender.addPeer(1, peer.endpoint);
@@ -44,12 +44,13 @@ describe('ZeroMQ transport batching', () => {
     );
     await Promise.all(sent);
     const message = await peer.pull.receive();
-    const header = message[0]!;
-    expect(header.readUInt32BE(0)).toBe(0); // the sender's rank
-    expect(header.length).toBe(4 + 4 * 50);
-    expect(message.length).toBe(1 + 100);
-    expect(message[1]!.toString()).toBe('m0');
-    expect(message[99]!.toString()).toBe('m49');
+    const [header, body] = message;
+    expect(header!.readUInt32BE(0)).toBe(0); // the sender's rank
+    expect(header!.length).toBe(4 + 4 * (50 + 100)); // each message: its count, 2 lengths
+    expect(message.length).toBe(2);
+    expect([1, 2, 3].map((w) => header!.readUInt32BE(4 * w))).toEqual([2, 2, 0]); // 'm0', none
+    expect(body!.subarray(0, 2).toString()).toBe('m0');
+    expect(body!.length).toBe(sent.reduce((n, _, i) => n + `m${i}`.length + (i % 3), 0));
   });
 
   it('sends a bulk message (256 KiB or more) on its own, in order with the small ones around it', async () => {
@@ -65,8 +66,8 @@ describe('ZeroMQ transport batching', () => {
     ]);
     const got: Buffer[][] = [];
     for (let i = 0; i < 3; i++) got.push(await peer.pull.receive());
-    expect(got.map((m) => m[0]!.length)).toEqual([4 + 8, 4, 4]);
-    expect(got[0]!.slice(1).map(String)).toEqual(['a', 'b']);
+    expect(got.map((m) => m[0]!.length)).toEqual([4 + 16, 4, 4]);
+    expect(got[0]![1]!.toString()).toBe('ab');
     expect(got[1]![1]!.equals(bulk)).toBe(true);
     expect(got[2]![1]!.toString()).toBe('c');
   });
@@ -83,16 +84,18 @@ describe('ZeroMQ transport batching', () => {
     const push = new zmq.Push({ linger: 0 });
     open.push(push);
     push.connect(receiver.endpoint);
-    const header = (rank: number, ...counts: number[]): Buffer => {
-      const h = Buffer.alloc(4 + 4 * counts.length);
+    /** A header: the sender's rank, then the words given (frame counts and lengths). */
+    const header = (rank: number, ...words: number[]): Buffer => {
+      const h = Buffer.alloc(4 + 4 * words.length);
       h.writeUInt32BE(rank, 0);
-      counts.forEach((c, i) => h.writeUInt32BE(c, 4 + 4 * i));
+      words.forEach((w, i) => h.writeUInt32BE(w, 4 + 4 * i));
       return h;
     };
     await push.send([Buffer.from('xyz'), Buffer.from('odd header length')]);
-    await push.send([header(3, 2, 5), Buffer.from('counts'), Buffer.from('beyond the frames')]);
-    await push.send([header(3, 1, 0), Buffer.from('a'), Buffer.from('frames left over')]);
-    await push.send([header(2, 2, 0, 1), Buffer.from('x'), Buffer.from('y'), Buffer.from('z')]);
+    await push.send([header(3, 1, 50), Buffer.from('lengths beyond the body')]);
+    await push.send([header(3, 1, 1), Buffer.from('body left over')]);
+    await push.send([header(3, 1, 1), Buffer.from('a'), Buffer.from('a second body')]);
+    await push.send([header(2, 2, 1, 1, 0, 1, 1), Buffer.from('xyz')]);
     await push.send([header(2), Buffer.from('single')]);
     await all;
     expect(got).toEqual([
@@ -104,11 +107,11 @@ describe('ZeroMQ transport batching', () => {
   });
 });
 
-/** A batch header: `tag` then each frame count. */
-function batchHeader(tag: Uint8Array, ...counts: number[]): Buffer {
-  const h = Buffer.alloc(4 + 4 * counts.length);
+/** A batch header: `tag`, then the words given (frame counts and lengths). */
+function batchHeader(tag: Uint8Array, ...words: number[]): Buffer {
+  const h = Buffer.alloc(4 + 4 * words.length);
   h.set(tag, 0);
-  counts.forEach((c, i) => h.writeUInt32BE(c, 4 + 4 * i));
+  words.forEach((w, i) => h.writeUInt32BE(w, 4 + 4 * i));
   return h;
 }
 
@@ -140,11 +143,10 @@ describe('client socket batching', () => {
     );
     const [, header, ...frames] = await router.receive();
     expect(header!.subarray(0, 4)).toEqual(Buffer.from(BATCH_MAGIC));
-    expect(header!.length).toBe(4 + 4 * 20);
-    expect(header!.readUInt32BE(4)).toBe(2);
-    expect(header!.readUInt32BE(8)).toBe(1);
-    expect(frames.length).toBe(30);
-    expect(frames[0]!.toString()).toBe('r0');
+    expect(header!.length).toBe(4 + 4 * (20 + 30)); // each request: its count and lengths
+    expect([1, 2, 3, 4, 5].map((w) => header!.readUInt32BE(4 * w))).toEqual([2, 2, 4, 1, 2]);
+    expect(frames.length).toBe(1);
+    expect(frames[0]!.subarray(0, 8).toString()).toBe('r0datar1');
   });
 
   it('rank 0 answers a client that sends plain messages with one message per reply', async () => {
@@ -171,20 +173,35 @@ describe('client socket batching', () => {
         for (let i = 0; i < 3; i++) void socket.send(client, [Buffer.from(`a${i}`)]);
     });
     const dealer = rawDealer(port);
-    await dealer.send([
-      batchHeader(BATCH_MAGIC, 2, 1, 1),
-      Buffer.from('r0'),
-      Buffer.from('data'),
-      Buffer.from('r1'),
-      Buffer.from('r2'),
-    ]);
+    // 'r0' with 'data'; 'r1'; 'r2'.
+    await dealer.send([batchHeader(BATCH_MAGIC, 2, 2, 4, 1, 2, 1, 2), Buffer.from('r0datar1r2')]);
     const [header, ...frames] = await dealer.receive();
     expect(got).toEqual([['r0', 'data'], ['r1'], ['r2']]);
     expect(header!.subarray(0, 4)).toEqual(Buffer.from(BATCH_MAGIC));
-    expect(frames.map(String)).toEqual(['a0', 'a1', 'a2']);
+    expect([1, 2, 3, 4, 5, 6].map((w) => header!.readUInt32BE(4 * w))).toEqual([1, 2, 1, 2, 1, 2]);
+    expect(frames.map(String)).toEqual(['a0a1a2']);
   });
 
-  it('rank 0 passes a batch whose counts do not match its frames on whole, to be refused', async () => {
+  it('rank 0 takes a batch whose body is larger than its frame limit, made of requests within it', async () => {
+    // The limit is per frame in ZeroMQ: 100 requests of 1,000 bytes under a 1 KiB limit travel
+    // as one body of 100 KB, which must not drop the client's connection.
+    const socket = await ServiceSocket.bind('127.0.0.1', 0, { maxMessageBytes: 1024 });
+    open.push(socket);
+    const port = Number(/:(\d+)$/.exec(socket.endpoint)?.[1]);
+    let count = 0;
+    const all = new Promise<void>((resolve) =>
+      socket.onMessage((_client, frames) => {
+        expect(frames[0]!.length).toBe(1000);
+        if (++count === 100) resolve();
+      }),
+    );
+    const client = new ClientSocket('127.0.0.1', port);
+    open.push(client);
+    await Promise.all(Array.from({ length: 100 }, () => client.send([Buffer.alloc(1000, 1)])));
+    await all;
+  });
+
+  it('rank 0 passes a batch whose lengths do not match its body on whole, to be refused', async () => {
     const { socket, port } = await service();
     const got: Buffer[][] = [];
     const both = new Promise<void>((resolve) =>
@@ -193,11 +210,11 @@ describe('client socket batching', () => {
       }),
     );
     const dealer = rawDealer(port);
-    const header = batchHeader(BATCH_MAGIC, 2, 5);
-    await dealer.send([header, Buffer.from('r0'), Buffer.from('r1')]);
+    const header = batchHeader(BATCH_MAGIC, 2, 2, 50);
+    await dealer.send([header, Buffer.from('r0r1')]);
     await dealer.send([Buffer.from('after')]);
     await both;
-    expect(got.map((frames) => frames.length)).toEqual([3, 1]);
+    expect(got.map((frames) => frames.length)).toEqual([2, 1]);
     expect(got[0]![0]!.equals(header)).toBe(true);
   });
 });

@@ -1,6 +1,6 @@
 /**
  * Rank 0's small-chunk cache. Goal: bounded by bytes, least recently used out first, large
- * chunks never kept. Method: direct calls.
+ * chunks never kept, and no entry keeps a larger buffer alive. Method: direct calls.
  */
 import { describe, expect, it } from 'vitest';
 import { ChunkCache } from '../../src/rank/chunk-cache.js';
@@ -28,6 +28,17 @@ describe('ChunkCache (100 bytes, entries up to 40)', () => {
     cache.delete('x');
     expect(cache.get('x')).toBeUndefined();
     expect(cache.sizeBytes).toBe(0);
+  });
+
+  it('keeps its own copy of a chunk cut from a larger buffer (a received batch), so the batch can go', () => {
+    const cache = new ChunkCache(100, 40);
+    const batch = Buffer.alloc(4096, 9);
+    cache.set('cut', batch.subarray(8, 40));
+    const kept = cache.get('cut')!;
+    expect(kept.buffer).not.toBe(batch.buffer);
+    expect(kept.buffer.byteLength).toBe(32);
+    expect(Buffer.from(kept).equals(batch.subarray(8, 40))).toBe(true);
+    expect(cache.sizeBytes).toBe(32);
   });
 
   it('a zero-byte cache keeps nothing', () => {

@@ -793,6 +793,27 @@ describe('download', () => {
     expect(Buffer.concat(parts).equals(data)).toBe(true);
   });
 
+  it('hands a stream bytes that own their memory when small files arrive in one batch of replies', async () => {
+    const f = await startFake({ chunkSizeBytes: 4 * KIB });
+    const files = Array.from({ length: 8 }, (_, i) => content(3000, i));
+    files.forEach((data, i) => f.put(`s${i}`, data));
+    const client = clientFor(f.server);
+    const parts: Buffer[][] = files.map(() => []);
+    // Asked in one turn: the requests travel as one batch, and so do the replies.
+    await Promise.all(
+      files.map(async (_, i) => {
+        const stream = new PassThrough();
+        stream.on('data', (part: Buffer) => parts[i]!.push(part));
+        await client.download(`s${i}`, stream);
+      }),
+    );
+    files.forEach((data, i) => {
+      expect(Buffer.concat(parts[i]!).equals(data)).toBe(true);
+      // Not a view of the batch: keeping one file's bytes must not keep the other seven.
+      for (const part of parts[i]!) expect(part.buffer.byteLength).toBe(part.byteLength);
+    });
+  });
+
   it('creates an empty file for an empty stored file', async () => {
     const f = await startFake();
     f.put('empty', Buffer.alloc(0));

@@ -10,6 +10,7 @@ import { CommError } from '../../src/comm/errors.js';
 import {
   BATCH_MAX_BYTES,
   BATCH_MAX_MESSAGES,
+  detached,
   encodeBatch,
   SendQueue,
   splitBatch,
@@ -145,17 +146,55 @@ describe('encodeBatch and splitBatch', () => {
     expect(splitBatch(header!, rest)).toEqual(messages);
   });
 
-  it('refuse headers whose counts do not match the frames', () => {
-    const header = (...counts: number[]): Buffer => {
-      const h = Buffer.alloc(4 + 4 * counts.length);
-      counts.forEach((c, i) => h.writeUInt32BE(c, 4 + 4 * i));
+  it('send a batch as two frames, a header of counts and lengths and one body, and split it into views of the body', () => {
+    const messages = [[Buffer.from('head'), Buffer.alloc(300, 1)], [Buffer.from('x')]];
+    const frames = encodeBatch(Buffer.from('TAG!'), messages) as Buffer[];
+    expect(frames.length).toBe(2);
+    const [header, body] = frames as [Buffer, Buffer];
+    // tag, then: 2 frames of 4 and 300 bytes; 1 frame of 1 byte.
+    expect([1, 2, 3, 4, 5].map((w) => header.readUInt32BE(4 * w))).toEqual([2, 4, 300, 1, 1]);
+    expect(body.equals(Buffer.concat(messages.flat()))).toBe(true);
+    const split = splitBatch(header, [body])!;
+    expect(split).toEqual(messages);
+    // No copies: every message is cut from the body received.
+    for (const f of split.flat()) expect(f.buffer).toBe(body.buffer);
+  });
+
+  it('refuse headers that do not describe exactly one body', () => {
+    /** A header: 'TAG!' then the words given (frame counts and lengths). */
+    const header = (...words: number[]): Buffer => {
+      const h = Buffer.alloc(4 + 4 * words.length);
+      h.write('TAG!');
+      words.forEach((w, i) => h.writeUInt32BE(w, 4 + 4 * i));
       return h;
     };
-    const two = [Buffer.from('a'), Buffer.from('b')];
-    expect(splitBatch(header(1, 2), two)).toBeUndefined(); // too few frames
-    expect(splitBatch(header(1), two)).toBeUndefined(); // frames left over
-    expect(splitBatch(Buffer.alloc(6), two)).toBeUndefined(); // not whole counts
-    expect(splitBatch(Buffer.alloc(4), two)).toBeUndefined(); // no counts: not a batch
-    expect(splitBatch(header(2, 0), two)).toEqual([two, []]);
+    const body = Buffer.from('abc');
+    expect(splitBatch(header(1, 2, 1, 1), [body])).toEqual([
+      [body.subarray(0, 2)],
+      [body.subarray(2)],
+    ]);
+    expect(splitBatch(header(1, 4), [body])).toBeUndefined(); // a frame beyond the body
+    expect(splitBatch(header(1, 2), [body])).toBeUndefined(); // body left over
+    expect(splitBatch(header(3, 1, 1), [body])).toBeUndefined(); // more lengths than the header has
+    expect(splitBatch(header(1, 3), [body, body])).toBeUndefined(); // a second body
+    expect(splitBatch(header(1, 0), [])).toBeUndefined(); // no body
+    expect(splitBatch(Buffer.alloc(6), [body])).toBeUndefined(); // not whole words
+    expect(splitBatch(Buffer.alloc(4), [body])).toBeUndefined(); // no counts: not a batch
+    expect(splitBatch(header(0, 0), [Buffer.alloc(0)])).toEqual([[], []]);
+  });
+});
+
+describe('detached', () => {
+  it('copies a view of less than half of its buffer and keeps anything else as it is', () => {
+    const body = Buffer.alloc(64 * 1024, 5);
+    const small = body.subarray(100, 4196);
+    const copy = detached(small);
+    expect(copy.buffer).not.toBe(body.buffer);
+    expect(copy.byteLength).toBe(copy.buffer.byteLength);
+    expect(copy.equals(small)).toBe(true);
+    const large = body.subarray(0, 40 * 1024);
+    expect(detached(large)).toBe(large);
+    const whole = Buffer.from(new ArrayBuffer(4096));
+    expect(detached(whole)).toBe(whole);
   });
 });
