@@ -21,6 +21,7 @@ import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { DfsClient } from '../src/client/dfs-client.js';
 import { tuneGcForBulkTransfers } from '../src/runtime/gc-tuning.js';
+import { hasMallocTunables, MALLOC_TUNABLES } from '../src/runtime/malloc-tuning.js';
 import { freePort, median, ROOT, startStore, stopStore } from './local-store.js';
 
 const RUNS = Number(process.env.MEMFLOW_BENCH_RUNS ?? 5);
@@ -304,7 +305,7 @@ async function main(): Promise<void> {
     const out = join(resultsDir, 'store.json');
     writeFileSync(
       out,
-      `${JSON.stringify({ when: new Date().toISOString(), machine: '2 cores, Node 20', runs: RUNS, rows }, null, 2)}\n`,
+      `${JSON.stringify({ when: new Date().toISOString(), machine: '2 cores, Node 20', runs: RUNS, clientMallocTunables, rows }, null, 2)}\n`,
     );
     console.log(`\nsaved ${out}`);
   } finally {
@@ -316,6 +317,13 @@ async function main(): Promise<void> {
 
 // As dfs-client does: the benchmark's client moves the chunks of the measured transfers.
 tuneGcForBulkTransfers();
+// glibc reads its malloc settings at start-up: `npm run bench` sets them in the environment, as
+// memflow-run does for the ranks (src/runtime/malloc-tuning.ts). Run any other way, say so.
+const clientMallocTunables = hasMallocTunables(process.env.GLIBC_TUNABLES);
+if (!clientMallocTunables)
+  console.error(
+    `bench: this client runs without GLIBC_TUNABLES=${MALLOC_TUNABLES} (npm run bench sets it); large transfers measure lower`,
+  );
 main().catch((err: unknown) => {
   console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);
   process.exit(1);

@@ -16,7 +16,14 @@ import { parseHostfile, parseHostList, type HostEntry } from './hostfile.js';
 import { currentLocalIdentity } from './local-host.js';
 import { forwardOutput, rankTag } from './output.js';
 import { GUARD_SCRIPT, PACKAGE_ROOT, STORE_PROGRAM } from './paths.js';
-import { joinName, joinRankEnv, placeRanks, rankEnv, type RankPlacement } from './plan.js';
+import {
+  inheritedEnvironment,
+  joinName,
+  joinRankEnv,
+  placeRanks,
+  rankEnv,
+  type RankPlacement,
+} from './plan.js';
 import type { LaunchedRank } from './rank-process.js';
 import { execTemplateRank } from './spawners/exec-template.js';
 import { forkRank } from './spawners/fork.js';
@@ -63,16 +70,11 @@ export async function launch(request: LaunchRequest, io: LauncherIo): Promise<nu
   for (const warning of plan.warnings) io.stderr.write(`${warning}\n`);
 
   const envOf = await rankEnvironment(request, plan.ranks[0] as RankPlacement, plan.size);
-  // The launcher's own environment reaches the ranks too, but never says "join" by itself: only
-  // --join makes a joining rank.
-  const inherited = { ...io.env };
-  if (!joining) delete inherited.MEMFLOW_JOIN;
-  const memflowEnv = Object.fromEntries(
-    Object.entries(inherited).filter(
-      (entry): entry is [string, string] =>
-        entry[0].startsWith('MEMFLOW_') && entry[1] !== undefined,
-    ),
-  );
+  // The launcher's own environment reaches the ranks too (see inheritedEnvironment).
+  const { local: inherited, remote: memflowEnv } = inheritedEnvironment(io.env, {
+    joining,
+    store: request.command.kind !== 'program',
+  });
   const launchIo = { ...io, env: inherited };
 
   /** Starts (or restarts) a rank as planned and forwards its output. */

@@ -9,6 +9,7 @@
  * complaint we design out).
  */
 import { formatHostPort, type RootAddress } from '../src/comm/world-env.js';
+import { withMallocTunables } from '../src/runtime/malloc-tuning.js';
 import { LaunchError } from './errors.js';
 import { MAX_RANKS, type HostEntry } from './hostfile.js';
 import { isLocalHost, type LocalIdentity } from './local-host.js';
@@ -137,6 +138,29 @@ export function rankEnv(placement: RankPlacement, world: WorldInfo): Record<stri
   env.MEMFLOW_JOB_ID = world.jobId;
   env.MEMFLOW_LOCAL_RANK = String(placement.localRank);
   return env;
+}
+
+/**
+ * What every rank inherits from the launcher's environment `env`: `local` for ranks started here
+ * or through --launcher-exec (all of it), `remote` for ssh ranks, whose login has none of it (the
+ * MEMFLOW_* variables, and what the launcher adds). MEMFLOW_JOIN comes only from --join
+ * (`joining`), never from the launcher's own environment. The store's ranks (`store`: no
+ * PROGRAM) move chunk data and get glibc malloc settings that keep freed chunk buffers for the
+ * next chunks (src/runtime/malloc-tuning.ts); a PROGRAM gets the environment as it is.
+ */
+export function inheritedEnvironment(
+  env: Readonly<Record<string, string | undefined>>,
+  options: { joining: boolean; store: boolean },
+): { local: Record<string, string | undefined>; remote: Record<string, string> } {
+  const local = { ...env };
+  if (!options.joining) delete local.MEMFLOW_JOIN;
+  if (options.store) local.GLIBC_TUNABLES = withMallocTunables(local.GLIBC_TUNABLES);
+  const remote: Record<string, string> = {};
+  for (const [key, value] of Object.entries(local)) {
+    const carried = key.startsWith('MEMFLOW_') || (options.store && key === 'GLIBC_TUNABLES');
+    if (carried && value !== undefined) remote[key] = value;
+  }
+  return { local, remote };
 }
 
 /** MEMFLOW_JOB_ID of ranks started by --join (the world they join has its own id). */

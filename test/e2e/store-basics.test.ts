@@ -20,6 +20,7 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DfsClient } from '../../src/client/dfs-client.js';
 import type { FileMetadata, ListEntry } from '../../src/protocol/client-protocol.js';
+import { MALLOC_TUNABLES } from '../../src/runtime/malloc-tuning.js';
 import {
   KiB,
   StoreProcess,
@@ -90,6 +91,29 @@ function hashingSink(): { sink: Writable; digest: () => string } {
   });
   return { sink, digest: () => hash.digest('hex') };
 }
+
+/** A process's original environment block, as /proc has it. */
+function rawEnviron(pid: number): string {
+  return fs.readFileSync(`/proc/${pid}/environ`, 'latin1');
+}
+
+describe('the ranks memflow-run starts', () => {
+  it('all run with the malloc settings that keep freed chunk buffers (GLIBC_TUNABLES)', () => {
+    const pids = [...store.rankPids.values()];
+    expect(pids).toHaveLength(4);
+    // Debian's glibc parses GLIBC_TUNABLES in the process's original environment block, ending
+    // each setting with a NUL as it goes (the process itself gets a copy), so /proc may show the
+    // settings as separate strings.
+    const asGiven = `GLIBC_TUNABLES=${MALLOC_TUNABLES}\0`;
+    const asParsed = `GLIBC_TUNABLES=${MALLOC_TUNABLES.replaceAll(':', '\0')}\0`;
+    for (const pid of pids) {
+      const environ = rawEnviron(pid);
+      expect(environ.includes(asGiven) || environ.includes(asParsed), `rank process ${pid}`).toBe(
+        true,
+      );
+    }
+  });
+});
 
 describe('upload, list, metadata, retrieve (64 KiB chunks, 4 ranks, 2 copies)', () => {
   it('a 200,000-byte file uploads, lists, shows its metadata and retrieves with the same sha256', async () => {

@@ -31,7 +31,19 @@ import {
 import { parseHostfile, type HostEntry } from '../../launcher/hostfile.js';
 import { isLocalHost, type LocalIdentity } from '../../launcher/local-host.js';
 import { formatLines, LineBuffer, rankTag } from '../../launcher/output.js';
-import { joinName, joinRankEnv, placeRanks, rankEnv, type PlanInput } from '../../launcher/plan.js';
+import {
+  inheritedEnvironment,
+  joinName,
+  joinRankEnv,
+  placeRanks,
+  rankEnv,
+  type PlanInput,
+} from '../../launcher/plan.js';
+import {
+  hasMallocTunables,
+  MALLOC_TUNABLES,
+  withMallocTunables,
+} from '../../src/runtime/malloc-tuning.js';
 import type { LaunchedRank, RankEnd } from '../../launcher/rank-process.js';
 import {
   describeFailure,
@@ -252,6 +264,42 @@ describe('the environment of each rank', () => {
       },
     ]);
     expect(rankEnv(result.ranks[0]!, v6world).MEMFLOW_ROOT).toBe('[::1]:7000');
+  });
+});
+
+describe("what ranks inherit of the launcher's environment", () => {
+  const env = { PATH: '/bin', MEMFLOW_NOTE: 'n', MEMFLOW_JOIN: '1', HOME: '/root' };
+
+  it('the store gets the malloc settings here and over ssh; ssh carries only MEMFLOW_* besides', () => {
+    const { local, remote } = inheritedEnvironment(env, { joining: false, store: true });
+    expect(local).toEqual({
+      PATH: '/bin',
+      MEMFLOW_NOTE: 'n',
+      HOME: '/root',
+      GLIBC_TUNABLES: MALLOC_TUNABLES,
+    });
+    expect(remote).toEqual({ MEMFLOW_NOTE: 'n', GLIBC_TUNABLES: MALLOC_TUNABLES });
+  });
+
+  it('a PROGRAM gets the environment as it is, MEMFLOW_JOIN only with --join', () => {
+    const program = inheritedEnvironment(env, { joining: false, store: false });
+    expect(program.local).toEqual({ PATH: '/bin', MEMFLOW_NOTE: 'n', HOME: '/root' });
+    expect(program.remote).toEqual({ MEMFLOW_NOTE: 'n' });
+    const joining = inheritedEnvironment(env, { joining: true, store: false });
+    expect(joining.local.MEMFLOW_JOIN).toBe('1');
+    expect(joining.remote).toEqual({ MEMFLOW_NOTE: 'n', MEMFLOW_JOIN: '1' });
+  });
+
+  it("keeps the user's own GLIBC_TUNABLES after ours, so that theirs win", () => {
+    const user = 'glibc.malloc.trim_threshold=0';
+    const { local } = inheritedEnvironment(
+      { GLIBC_TUNABLES: user },
+      { joining: false, store: true },
+    );
+    expect(local.GLIBC_TUNABLES).toBe(`${MALLOC_TUNABLES}:${user}`);
+    expect(withMallocTunables(local.GLIBC_TUNABLES)).toBe(local.GLIBC_TUNABLES);
+    expect(hasMallocTunables(local.GLIBC_TUNABLES)).toBe(true);
+    expect(hasMallocTunables(user)).toBe(false);
   });
 });
 
