@@ -9,9 +9,10 @@
  * the garbage collector finalizes its Buffer, tens of chunks at once. By default glibc then hands
  * the freed memory back to the kernel (it trims a heap once 8 MiB are free at its top), and the
  * next chunks touch fresh pages, which this VM's host backs slowly. Measured on a 1 GiB
- * retrieve: 15,000-30,000 page faults per GiB in the client and in each data rank; with these
- * settings 250-5,000 in the client and ~700 in a data rank, and 4 alternating pairs took
- * 1.50-1.54 s per GiB down to 1.38-1.50 s (1 GiB uploads: 6 of 6 runs faster, ~10%).
+ * retrieve: 12,000-30,000 page faults per GiB in the client and in each data rank; with these
+ * settings 250-5,000 in the client and ~700 in a data rank. Of 4 alternating pairs of four 1 GiB
+ * retrieves, 3 were faster (1.38-1.50 s per GiB against 1.49-1.54) and one slower (1.58 against
+ * 1.53); 1 GiB uploads were faster in 6 of 6 runs, by ~10%.
  *
  * - mmap_threshold 32 MiB: chunks come from malloc's heaps, not each from its own mmap (setting
  *   the trim threshold alone turns glibc's adjustment of this threshold off, and then every 4 MiB
