@@ -25,8 +25,9 @@
  *   per GiB retrieved with the two settings above, ~300-500 with this one too. Of 6 alternating
  *   pairs of four 1 GiB retrieves, 5 were faster with it (1.19-1.51 s per GiB against 1.30-1.75).
  *   The threads that allocate here are few (the event loop, ZeroMQ's I/O thread, the thread
- *   pool), so one arena's lock costs little: small uploads did not get slower (565 against 655 us
- *   of CPU per upload, medians of 3 pairs).
+ *   pool), so one arena's lock costs little. Small uploads showed no effect either way: 3
+ *   alternating pairs favoured one arena (565 against 655 us of CPU per upload, medians), 4 later
+ *   pairs the default (694 against 662 us), within this VM's noise.
  */
 export const MALLOC_TUNABLES =
   'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456:glibc.malloc.arena_max=1';
