@@ -5,7 +5,8 @@
  * stdout, refusal to overwrite without --force, replace (version 2), delete (then "no such file",
  * exit 3); edge sizes (empty, 1 byte, exactly one chunk, one chunk plus one byte) round-trip;
  * UTF-8 names work and '.', '..', 'a/b' are refused with the reason; 32 clients at once, writing
- * and reading the same and different names, only ever read a whole version that was written.
+ * and reading the same and different names, only ever read a whole version that was written; and
+ * every rank runs with the malloc settings memflow-run gives the store (runtime/malloc-tuning.ts).
  *
  * Method: one real store (memflow-run -n 4, --chunk-size 64K so chunk edges are cheap to reach)
  * on a fresh temporary data dir and a free port, shared by every test of this file (each test
