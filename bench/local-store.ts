@@ -3,9 +3,9 @@
  * stopped at the end, and the statistics they print.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { findFreePort } from '../launcher/free-port.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -19,15 +19,9 @@ export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
+/** A free port on 127.0.0.1 for rank 0's clients, picked as the launcher picks its own. */
+export function freePort(): Promise<number> {
+  return findFreePort('127.0.0.1');
 }
 
 /** The arguments of `node` for `memflow-run -n 4` on `dataDir` and `port`, plus `extraArgs`. */

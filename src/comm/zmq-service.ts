@@ -45,7 +45,7 @@ function clientSendQueue(socket: zmq.Router | zmq.Dealer, maxQueued: number): Se
 /** The messages of one received ZeroMQ message: a batch's, or just itself. */
 function messagesOf(frames: Buffer[]): Buffer[][] {
   if (!isClientBatch(frames[0])) return [frames];
-  // A batch whose counts do not add up is passed on whole, to be refused as a bad request.
+  // A batch whose lengths do not add up is passed on whole, to be refused as a bad request.
   return splitBatch(frames[0], frames.slice(1)) ?? [frames];
 }
 

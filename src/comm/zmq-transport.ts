@@ -100,9 +100,7 @@ class PeerLink {
 }
 
 /** Splits a received ZeroMQ message into its messages; undefined when it is not one of ours. */
-export function decodeMessage(
-  message: Buffer[],
-): { source: number; messages: Frames[] } | undefined {
+function decodeMessage(message: Buffer[]): { source: number; messages: Frames[] } | undefined {
   const header = message[0];
   if (!header || header.length < 4 || header.length % 4 !== 0) return undefined;
   const source = header.readUInt32BE(0);

@@ -951,12 +951,13 @@ export class Coordinator {
    * the disks of all holders busy rather than queueing on the primaries.
    */
   private readOrder(chunk: ChunkRecord): number[] {
+    const waiting = this.data.inFlightByRank();
+    const busy = (r: number): number => waiting.get(r) ?? 0;
     return chunk.ranks
       .filter((r) => this.cluster.stateOf(r) !== 'dead')
       .sort(
         (a, b) =>
-          Number(!this.cluster.isAlive(a)) - Number(!this.cluster.isAlive(b)) ||
-          this.data.inFlight(a) - this.data.inFlight(b),
+          Number(!this.cluster.isAlive(a)) - Number(!this.cluster.isAlive(b)) || busy(a) - busy(b),
       );
   }
 

@@ -65,11 +65,14 @@ export class DataClient {
     });
   }
 
-  /** Requests sent to `rank` that wait for its reply (counted over the pending ones: a few dozen at most). */
-  inFlight(rank: number): number {
-    let n = 0;
-    for (const p of this.pending.values()) if (p.rank === rank) n++;
-    return n;
+  /**
+   * Requests waiting for a reply, per rank (ranks with none are absent). One pass over every
+   * request rank 0 has out, so a caller asks once per decision, not once per rank compared.
+   */
+  inFlightByRank(): Map<number, number> {
+    const counts = new Map<number, number>();
+    for (const p of this.pending.values()) counts.set(p.rank, (counts.get(p.rank) ?? 0) + 1);
+    return counts;
   }
 
   /** Fails every request waiting on `rank` (it was declared dead). */

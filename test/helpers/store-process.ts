@@ -18,10 +18,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { findFreePort } from '../../launcher/free-port.js';
 import { DfsClient } from '../../src/client/dfs-client.js';
 import type { StatusResult } from '../../src/protocol/client-protocol.js';
 import { WatchedProcess, type Exit } from './watched-process.js';
@@ -46,18 +46,13 @@ export function requireBuild(): void {
   }
 }
 
-/** A port that was free a moment ago: bind port 0 on 127.0.0.1, read it, close. */
+/**
+ * A port free on 127.0.0.1 a moment ago, picked as the launcher picks rank 0's rendezvous port:
+ * below the kernel's ephemeral range, where no other process's connect() can be handed it before
+ * the store binds it (launcher/free-port.ts).
+ */
 export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no port assigned'))));
-    });
-  });
+  return findFreePort('127.0.0.1');
 }
 
 const tempDirs = new Set<string>();
