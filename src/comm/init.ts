@@ -12,6 +12,8 @@ export interface World {
   comm: Communicator;
   transport: ZmqTransport;
   rendezvous: Rendezvous | undefined;
+  /** The address this rank binds on and advertises to its peers. */
+  host: string;
   /** Closes the transport, letting queued messages drain first. Idempotent. */
   finalize(): Promise<void>;
 }
@@ -33,6 +35,7 @@ export async function initWorld(
     comm,
     transport: wired.transport,
     rendezvous: wired.rendezvous,
+    host: we.host,
     async finalize() {
       if (done) return;
       done = true;

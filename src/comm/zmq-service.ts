@@ -157,10 +157,12 @@ export class ClientSocket {
   private handler: ((frames: Buffer[]) => void) | undefined;
   private closed = false;
 
-  /** Connects (lazily, as ZeroMQ does) to host:port. */
+  /**
+   * Connects (lazily, as ZeroMQ does) to host:port, or to an endpoint as a ServiceSocket reports
+   * it (`tcp://host:port`).
+   */
   constructor(
-    host: string,
-    port: number,
+    target: { host: string; port: number } | string,
     options: { maxQueued?: number; sendTimeoutMs?: number } = {},
   ) {
     this.dealer = new zmq.Dealer({
@@ -172,7 +174,9 @@ export class ClientSocket {
       reconnectInterval: 100,
     });
     this.out = clientSendQueue(this.dealer, options.maxQueued ?? 1024);
-    this.dealer.connect(`tcp://${formatHost(host)}:${port}`);
+    this.dealer.connect(
+      typeof target === 'string' ? target : `tcp://${formatHost(target.host)}:${target.port}`,
+    );
     void this.receiveLoop();
   }
 

@@ -227,7 +227,51 @@ export interface GetBeginResult {
   readId: string;
   metadata: FileMetadata;
   maxChunksInFlight: number;
+  /** Offered for files of large chunks: where the client may read each chunk itself. */
+  direct?: DirectSources;
 }
+
+// ---- Direct reads: a data rank's read port --------------------------------------------------------
+
+/**
+ * Chunks of at least this size may be read straight from the data ranks that hold them, not
+ * through rank 0: relaying a large chunk costs rank 0 as much CPU as it costs the client to
+ * receive it, and on a machine of few cores that is a third of a retrieve's work. Small chunks
+ * still go through rank 0, which answers many of them in one message and caches them.
+ */
+export const DIRECT_READ_MIN_CHUNK_BYTES = 512 * 1024;
+
+/**
+ * The get-begin reply's offer of direct reads: chunk i's id is `chunkIds[i]`; the holders of a
+ * copy (metadata.chunks[i].copies) that are reachable have their read port in `endpoints`.
+ */
+export interface DirectSources {
+  chunkIds: string[];
+  endpoints: Array<{ rank: number; endpoint: string }>;
+}
+
+/**
+ * The one request a data rank's read port takes (same envelope as rank 0's requests). The reply
+ * carries the copy's bytes in frame 1, verified against their checksum on the way out. Errors:
+ * STORE_NOT_FOUND (no such copy here), STORE_CORRUPT (the copy failed its checksum; the rank tells
+ * rank 0, which replaces it), STORE_BUSY (more than DIRECT_READS_PER_CLIENT outstanding),
+ * STORE_BAD_REQUEST. A client that gets any of these, or no answer, reads the chunk through rank 0.
+ */
+export interface ChunkRead {
+  op: 'chunk-read';
+  id: number;
+  chunkId: string;
+}
+
+/** The requests one client may have outstanding at one data rank's read port. */
+export const DIRECT_READS_PER_CLIENT = 32;
+
+/**
+ * A read pins its version at rank 0 until get-end, or until rank 0 hears nothing of it for its
+ * session idle time (60 s). A client reading directly sends a chunk's request through rank 0 at
+ * least this often, which keeps the pin.
+ */
+export const DIRECT_READ_PIN_RENEW_MS = 5_000;
 export interface ListResult {
   files: ListEntry[];
 }

@@ -22,6 +22,8 @@ export interface RankInfo {
   reportSeq: number;
   /** The file system its chunks live on (host:device), when it said. */
   diskId?: string;
+  /** Its read port, where clients read large chunks directly (when it has one). */
+  readEndpoint?: string;
 }
 
 export class Cluster {
@@ -48,6 +50,7 @@ export class Cluster {
         ? offeredCapacity(report.capacityBytes, report.usedBytes, report.disk.freeBytes, sharers)
         : report.capacityBytes,
       ...(report.disk && { diskId: report.disk.id }),
+      ...(report.readEndpoint !== undefined && { readEndpoint: report.readEndpoint }),
       usedBytes: report.usedBytes,
       reservedBytes: known?.reservedBytes ?? 0,
       chunkCopies: report.chunkCount,

@@ -17,14 +17,17 @@
 import { pack } from 'msgpackr';
 import type { Communicator } from '../comm/communicator.js';
 import type { Clock } from '../runtime/clock.js';
-import type {
-  FileMetadata,
-  ListEntry,
-  PutBegin,
-  RebalanceResult,
-  Request,
-  StatusResult,
-  WireError,
+import {
+  DIRECT_READ_MIN_CHUNK_BYTES,
+  type DirectSources,
+  type FileMetadata,
+  type GetBeginResult,
+  type ListEntry,
+  type PutBegin,
+  type RebalanceResult,
+  type Request,
+  type StatusResult,
+  type WireError,
 } from '../protocol/client-protocol.js';
 import { StoreError, toWireError } from '../store/errors.js';
 import type { ChunkRecord, FileIndex, FileVersion, IndexRecord } from '../store/file-index.js';
@@ -869,19 +872,36 @@ export class Coordinator {
     return file;
   }
 
-  private getBegin(
-    client: string,
-    name: string,
-  ): { readId: string; metadata: FileMetadata; maxChunksInFlight: number } {
+  private getBegin(client: string, name: string): GetBeginResult {
     const file = this.existing(name);
     const id = `r${this.opts.randomId()}`;
     this.reads.set(id, { id, client, file, lastActiveMs: this.clock.now() });
     this.pin(file);
+    const direct = this.directSources(file);
     return {
       readId: id,
       metadata: this.metadata(file),
       maxChunksInFlight: this.opts.maxChunksInFlight,
+      ...(direct && { direct }),
     };
+  }
+
+  /**
+   * Where the client may read a file of large chunks itself: each chunk's id, and the read ports
+   * of the live ranks that hold copies. None for small chunks (rank 0 batches and caches those)
+   * or when no holder has a read port; the client then reads every chunk through rank 0.
+   */
+  private directSources(file: FileVersion): DirectSources | undefined {
+    if (file.chunks.length < 2 || file.chunkSizeBytes < DIRECT_READ_MIN_CHUNK_BYTES)
+      return undefined;
+    const holders = new Set(file.chunks.flatMap((c) => c.ranks));
+    const endpoints: DirectSources['endpoints'] = [];
+    for (const rank of [...holders].sort((a, b) => a - b)) {
+      const endpoint = this.cluster.get(rank)?.readEndpoint;
+      if (endpoint !== undefined && this.cluster.isAlive(rank)) endpoints.push({ rank, endpoint });
+    }
+    if (endpoints.length === 0) return undefined;
+    return { chunkIds: file.chunks.map((c) => c.id), endpoints };
   }
 
   private read(client: string, readId: string): Read {

@@ -28,6 +28,8 @@ import {
   type PeerUpdate,
   type RankReport,
 } from './messages.js';
+import { ChunkReadPort } from './chunk-read-port.js';
+import type { ClientChannel } from './coordinator.js';
 import { Semaphore } from './semaphore.js';
 import { SCRUB_BUSY_WINDOW_MS, scrubPauseMs } from './scrub-pace.js';
 
@@ -63,6 +65,11 @@ export interface DataRankOptions {
   scrubBytesPerSecond?: number;
   /** Tells the transport where a restarted or joined rank can now be reached. */
   onPeer?: (rank: number, endpoint: string) => void;
+  /**
+   * The socket clients read large chunks from directly (chunk-read-port.ts), and the endpoint
+   * they reach it at, which every report carries to rank 0. Without one, reads go through rank 0.
+   */
+  readPort?: { channel: ClientChannel; endpoint: string };
   log?: (line: string) => void;
 }
 
@@ -100,6 +107,15 @@ export class DataRank {
       store.get(id),
     );
     this.diskFreeBytes = options.disk?.freeBytes;
+    if (options.readPort) {
+      new ChunkReadPort(options.readPort.channel, {
+        get: (id) => store.get(id),
+        acquire: () => this.slots.acquire(),
+        release: () => this.slots.release(),
+        onBadCopy: (chunkId, reason) => this.tellBadCopy(chunkId, reason),
+        onRequest: () => (this.lastRequestMs = this.comm.clock.now()),
+      });
+    }
   }
 
   /**
@@ -168,16 +184,22 @@ export class DataRank {
             (err.code !== 'STORE_CORRUPT' && err.code !== 'STORE_NOT_FOUND')
           )
             return;
-          const notice: Notice = { op: 'bad-copy', chunkId: chunk!.id, reason: err.message };
           this.options.log?.(`scrub: ${err.message}`);
-          return this.comm.send(0, TAG_NOTICE, notice);
+          this.tellBadCopy(chunk!.id, err.message);
         })
-        .catch(() => undefined)
         .finally(() => {
           if (!this.stop.signal.aborted) this.stopScrub = this.comm.clock.setTimer(pauseMs, next);
         });
     };
     this.stopScrub = this.comm.clock.setTimer(1000, next);
+  }
+
+  /** Tells rank 0 that a copy here is bad, so it replaces it from a good one. */
+  private tellBadCopy(chunkId: string, reason: string): void {
+    const notice: Notice = { op: 'bad-copy', chunkId, reason };
+    this.comm.send(0, TAG_NOTICE, notice).catch(() => {
+      // Rank 0 unreachable: its own reads and the next scrub pass find the copy again.
+    });
   }
 
   /** Stops this rank when its connection to rank 0 stays down for rootGiveUpMs. */
@@ -202,6 +224,7 @@ export class DataRank {
       usedBytes: this.store.usedBytes(),
       capacityBytes: this.capacityBytes(),
       chunkCount: this.store.chunkCount(),
+      ...(this.options.readPort && { readEndpoint: this.options.readPort.endpoint }),
       // Rank 0 caps the capacity by this rank's share of the disk: ranks of one host may share it.
       ...(this.options.disk &&
         this.diskFreeBytes !== undefined && {

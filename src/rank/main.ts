@@ -16,6 +16,9 @@ import { Coordinator } from './coordinator.js';
 import { DataRank } from './data-rank.js';
 import { StatusServer } from './status-page/server.js';
 
+/** A read port's requests are a few dozen bytes; anything far larger is not ours. */
+const READ_PORT_MAX_BYTES = 64 * 1024;
+
 export interface StoreOptions {
   port: number;
   bind: string;
@@ -63,6 +66,11 @@ export async function runStore(
     // Chunks live in append-only volume files with group commit: one fsync covers every chunk
     // written meanwhile, which is what lets a data rank store thousands of small chunks a second.
     const store = await VolumeChunkStore.open(join(rankDir, 'volumes'));
+    // Clients read large chunks here directly (chunk-read-port.ts), on the address the rank's
+    // peers reach it at, on a port of the kernel's choosing that its reports tell rank 0.
+    const readPort = await ServiceSocket.bind(world.host, 0, {
+      maxMessageBytes: READ_PORT_MAX_BYTES,
+    });
     const hostCapacity = env.MEMFLOW_HOST_CAPACITY;
     const capacityBytes =
       options.capacityBytes ?? (hostCapacity ? parseSize(hostCapacity) : Infinity);
@@ -78,9 +86,11 @@ export async function runStore(
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       scrubBytesPerSecond: options.scrubBytesPerSecond,
       onPeer: (rank, endpoint) => world.transport.addPeer(rank, endpoint),
+      readPort: { channel: readPort, endpoint: readPort.endpoint },
     });
     const stopper = new AbortController();
     const done = dataRank.run(stopper.signal).finally(async () => {
+      readPort.close();
       await store.close();
       await world.finalize();
     });

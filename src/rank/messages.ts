@@ -59,6 +59,8 @@ export interface RankReport {
   /** The configured capacity (capped where the disk last said it was full). */
   capacityBytes: number;
   chunkCount: number;
+  /** Where clients read this rank's copies of large chunks directly (chunk-read-port.ts). */
+  readEndpoint?: string;
   /**
    * The file system the chunks live on (a device number, per host) and its free bytes when the
    * report was made: rank 0 caps the capacity by the rank's share of that space.

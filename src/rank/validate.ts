@@ -1,10 +1,11 @@
 /**
- * Checks that a client message is a well-formed Request before the coordinator acts on it: a
+ * Checks that a client message is a well-formed Request before the coordinator (or a data rank's
+ * read port) acts on it: a
  * msgpack map with an integer id, a known op and fields of the right types. Anything else —
  * random bytes, wrong types, missing fields — becomes STORE_BAD_REQUEST naming the problem.
  */
 import { unpack } from 'msgpackr';
-import type { Request, RequestOp } from '../protocol/client-protocol.js';
+import type { ChunkRead, Request, RequestOp } from '../protocol/client-protocol.js';
 import { isRecordId, MAX_ID_LENGTH } from '../records/record-ids.js';
 import { StoreError } from '../store/errors.js';
 
@@ -44,6 +45,24 @@ export function decodeRequest(frame: Uint8Array | undefined): {
   request?: Request;
   error?: StoreError;
 } {
+  return decodeAgainst<Request>(frame, FIELDS);
+}
+
+/** A data rank's read port takes one request: chunk-read (docs/PROTOCOL.md, direct reads). */
+const CHUNK_READ_FIELDS = { 'chunk-read': { chunkId: 'string' } } as const;
+
+export function decodeChunkRead(frame: Uint8Array | undefined): {
+  id: number;
+  request?: ChunkRead;
+  error?: StoreError;
+} {
+  return decodeAgainst<ChunkRead>(frame, CHUNK_READ_FIELDS);
+}
+
+function decodeAgainst<T>(
+  frame: Uint8Array | undefined,
+  fields: Readonly<Record<string, Readonly<Record<string, FieldType>>>>,
+): { id: number; request?: T; error?: StoreError } {
   let message: unknown;
   try {
     message = frame ? unpack(frame) : undefined;
@@ -57,13 +76,13 @@ export function decodeRequest(frame: Uint8Array | undefined): {
   if (id < 0)
     return { id, error: new StoreError('STORE_BAD_REQUEST', 'message has no integer id ≥ 0') };
   const op = (message as { op?: unknown }).op;
-  if (typeof op !== 'string' || !Object.hasOwn(FIELDS, op)) {
+  if (typeof op !== 'string' || !Object.hasOwn(fields, op)) {
     return {
       id,
       error: new StoreError('STORE_BAD_REQUEST', `unknown op ${JSON.stringify(op)?.slice(0, 40)}`),
     };
   }
-  for (const [field, type] of Object.entries(FIELDS[op as RequestOp])) {
+  for (const [field, type] of Object.entries(fields[op]!)) {
     const value = (message as Record<string, unknown>)[field];
     const ok =
       type === 'string'
@@ -80,5 +99,5 @@ export function decodeRequest(frame: Uint8Array | undefined): {
         ),
       };
   }
-  return { id, request: message as Request };
+  return { id, request: message as T };
 }

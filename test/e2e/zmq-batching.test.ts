@@ -134,7 +134,7 @@ describe('client socket batching', () => {
     open.push(router);
     await router.bind('tcp://127.0.0.1:0');
     const port = Number(/:(\d+)$/.exec(router.lastEndpoint!)?.[1]);
-    const client = new ClientSocket('127.0.0.1', port);
+    const client = new ClientSocket({ host: '127.0.0.1', port });
     open.push(client);
     await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
@@ -195,7 +195,7 @@ describe('client socket batching', () => {
         if (++count === 100) resolve();
       }),
     );
-    const client = new ClientSocket('127.0.0.1', port);
+    const client = new ClientSocket({ host: '127.0.0.1', port });
     open.push(client);
     await Promise.all(Array.from({ length: 100 }, () => client.send([Buffer.alloc(1000, 1)])));
     await all;
