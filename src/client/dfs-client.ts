@@ -444,7 +444,9 @@ export class DfsClient {
         ? (): Promise<Buffer> => Promise.resolve(verified(0, begin.data ?? Buffer.alloc(0)))
         : async (index: number): Promise<Buffer> =>
             verified(index, await this.fetchChunk(readId!, index, signal));
-      const sources = whole ? undefined : directSourcesOf(begin.fields.direct, metadata);
+      const sources = whole
+        ? undefined
+        : directSourcesOf(begin.fields.direct, metadata, this.address.host);
       const direct =
         sources &&
         new DirectDownload(this.directReader(), metadata, sources, viaRank0, (index, data) => {

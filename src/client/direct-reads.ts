@@ -10,6 +10,7 @@
  */
 import { pack, unpack } from 'msgpackr';
 import { detached } from '../comm/send-queue.js';
+import { isLoopback } from '../comm/world-env.js';
 import { ClientSocket } from '../comm/zmq-service.js';
 import {
   DIRECT_READ_PIN_RENEW_MS,
@@ -203,8 +204,16 @@ export class DirectDownload {
   }
 }
 
-/** The get-begin reply's `direct` field, when it is well formed and fits the file; else undefined. */
-export function directSourcesOf(value: unknown, metadata: FileMetadata): DirectSources | undefined {
+/**
+ * The get-begin reply's `direct` field, when it is well formed and fits the file; else undefined.
+ * A client that reaches rank 0 at an address other than loopback is on another machine than the
+ * ranks may be: read ports on a loopback address would be its own machine's, and are left out.
+ */
+export function directSourcesOf(
+  value: unknown,
+  metadata: FileMetadata,
+  serverHost: string,
+): DirectSources | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const { chunkIds, endpoints } = value as Record<string, unknown>;
   if (
@@ -222,5 +231,16 @@ export function directSourcesOf(value: unknown, metadata: FileMetadata): DirectS
     )
   )
     return undefined;
-  return { chunkIds, endpoints: endpoints as DirectSources['endpoints'] };
+  const offered = endpoints as DirectSources['endpoints'];
+  const remote = !isLoopback(serverHost);
+  return {
+    chunkIds,
+    endpoints: offered.filter(({ endpoint }) => !(remote && isLoopback(endpointHost(endpoint)))),
+  };
+}
+
+/** The host of `tcp://host:port` or `tcp://[v6]:port`. */
+function endpointHost(endpoint: string): string {
+  const match = /^tcp:\/\/(?:\[([^\]]*)\]|([^:]*)):\d+$/.exec(endpoint);
+  return match?.[1] ?? match?.[2] ?? '';
 }

@@ -155,7 +155,8 @@ function isSet(value: string | undefined): value is string {
   return value !== undefined && value.trim() !== '';
 }
 
-function isLoopback(host: string): boolean {
+/** Whether `host` (a name or address, IPv6 without brackets) names this machine's loopback. */
+export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 

@@ -21,7 +21,7 @@ export interface ChunkReadPortOptions {
   /** Shared with rank 0's requests: at most this many reads at once across both. */
   acquire(): Promise<void>;
   release(): void;
-  /** A copy failed its checksum or is missing: rank 0 should replace it. */
+  /** A copy here failed its checksum: rank 0 should replace it. */
   onBadCopy(chunkId: string, reason: string): void;
   /** Called as each read begins (the scrub slows down while reads keep coming). */
   onRequest?: () => void;
@@ -84,6 +84,9 @@ export class ChunkReadPort {
     try {
       return await this.options.get(chunkId);
     } catch (err) {
+      // Only a copy that is here and bad. Any client can ask for any id, and rank 0 looks each
+      // notice up in its whole index, so unknown ids are not passed on; a copy lost from under
+      // the store is found by rank 0's own reads, the scrub, and the inventory at restart.
       if (err instanceof StoreError && err.code === 'STORE_CORRUPT')
         this.options.onBadCopy(chunkId, err.message);
       throw err;

@@ -16,7 +16,10 @@ import { Coordinator } from './coordinator.js';
 import { DataRank } from './data-rank.js';
 import { StatusServer } from './status-page/server.js';
 
-/** A read port's requests are a few dozen bytes; anything far larger is not ours. */
+/**
+ * A read port's requests are a few dozen bytes. ZeroMQ drops a connection that sends a larger
+ * frame than this, except a batch's body, which ServiceSocket accepts up to BATCH_MAX_BYTES.
+ */
 const READ_PORT_MAX_BYTES = 64 * 1024;
 
 export interface StoreOptions {

@@ -8,7 +8,12 @@
 import { pack, unpack } from 'msgpackr';
 import { Communicator } from '../../src/comm/communicator.js';
 import { MemoryNetwork } from '../../src/comm/memory-transport.js';
-import type { FileMetadata, Request, WireError } from '../../src/protocol/client-protocol.js';
+import type {
+  ChunkRead,
+  FileMetadata,
+  Request,
+  WireError,
+} from '../../src/protocol/client-protocol.js';
 import { Coordinator, type ClientChannel, type JournalWriter } from '../../src/rank/coordinator.js';
 import { DataRank } from '../../src/rank/data-rank.js';
 import { ManualClock } from '../../src/runtime/clock.js';
@@ -29,9 +34,14 @@ export class MemoryJournal implements JournalWriter {
 
 type Reply = { id: number; ok: boolean; error?: WireError; [k: string]: unknown };
 
-/** The coordinator's client socket, in memory: each client is a numbered id. */
+/**
+ * A service socket in memory (rank 0's client socket, a data rank's read port): each client is a
+ * numbered id. A closed channel is a port whose process is gone: what is sent to it is never
+ * answered.
+ */
 export class MemoryChannel implements ClientChannel {
   private handler: ((client: Buffer, frames: Buffer[]) => void) | undefined;
+  private closed = false;
   readonly clients = new Map<string, (frames: Buffer[]) => void>();
 
   onMessage(handler: (client: Buffer, frames: Buffer[]) => void): void {
@@ -39,7 +49,7 @@ export class MemoryChannel implements ClientChannel {
   }
 
   send(client: Buffer, frames: readonly Uint8Array[]): Promise<void> {
-    const deliver = this.clients.get(client.toString('hex'));
+    const deliver = this.closed ? undefined : this.clients.get(client.toString('hex'));
     if (!deliver) return Promise.reject(new Error('client gone'));
     const copy = frames.map((f) => Buffer.from(f));
     queueMicrotask(() => deliver(copy));
@@ -47,8 +57,13 @@ export class MemoryChannel implements ClientChannel {
   }
 
   fromClient(client: Buffer, frames: Uint8Array[]): void {
+    if (this.closed) return;
     const copy = frames.map((f) => Buffer.from(f));
     queueMicrotask(() => this.handler?.(client, copy));
+  }
+
+  close(): void {
+    this.closed = true;
   }
 }
 
@@ -58,7 +73,7 @@ export class ProtocolError extends Error {
   }
 }
 
-/** Speaks the client protocol over a MemoryChannel. */
+/** Speaks the client protocol over a MemoryChannel (to rank 0, or chunk-read to a read port). */
 export class SimClient {
   private nextId = 1;
   private readonly pending = new Map<
@@ -80,7 +95,7 @@ export class SimClient {
   }
 
   async call<T = Reply>(
-    request: Record<string, unknown> & { op: Request['op'] },
+    request: Record<string, unknown> & { op: Request['op'] | ChunkRead['op'] },
     payload?: Uint8Array,
   ): Promise<{ reply: T; payload: Buffer | undefined }> {
     const id = this.nextId++;
@@ -262,6 +277,11 @@ export class StoreWorld {
   readonly journal = new MemoryJournal();
   readonly stores: MemoryChunkStore[] = [];
   readonly comms: Communicator[] = [];
+  /** Data rank r's read port (its current one: a restart binds a new one) and its endpoint. */
+  readonly readPorts: MemoryChannel[] = [];
+  readonly readEndpoints: string[] = [];
+  /** Every read port ever bound, by endpoint (the ports of crashed processes are closed). */
+  private readonly portsByEndpoint = new Map<string, MemoryChannel>();
   coordinator!: Coordinator;
   private readonly stops: Array<AbortController | undefined> = [];
   private readonly runs: Array<Promise<void> | undefined> = [];
@@ -317,12 +337,19 @@ export class StoreWorld {
       : this.options.capacityBytes;
     const stop = new AbortController();
     this.stops[r] = stop;
+    // A new process binds a new read port, on a port number no earlier process had.
+    const channel = new MemoryChannel();
+    const endpoint = `tcp://sim-rank-${r}:${this.portsByEndpoint.size + 1}`;
+    this.readPorts[r] = channel;
+    this.readEndpoints[r] = endpoint;
+    this.portsByEndpoint.set(endpoint, channel);
     const dataRank = new DataRank(this.comms[r]!, this.stores[r]!, {
       host: this.options.hosts?.[r - 1] ?? 'sim',
       capacityBytes: cap ?? 2 ** 40,
       heartbeatIntervalMs: 1000,
       commandTimeoutMs: 5000,
       scrubBytesPerSecond: this.options.scrubBytesPerSecond ?? 0,
+      readPort: { channel, endpoint },
       log: process.env.MEMFLOW_SIM_LOG
         ? (line) => console.log(`[${this.clock.now()} ms] rank ${r}: ${line}`)
         : undefined,
@@ -334,6 +361,7 @@ export class StoreWorld {
   crash(r: number): void {
     this.stops[r]?.abort();
     this.comms[r]?.close();
+    this.readPorts[r]?.close();
     this.network.crash(r);
   }
 
@@ -397,6 +425,16 @@ export class StoreWorld {
 
   client(): SimClient {
     return new SimClient(this.channel, ++this.clients);
+  }
+
+  /**
+   * A client of a data rank's read port: data rank `at`'s current one, or the one bound at the
+   * endpoint `at` (as a get-begin reply's `direct` offer names it).
+   */
+  readPortClient(at: number | string): SimClient {
+    const channel = typeof at === 'number' ? this.readPorts[at] : this.portsByEndpoint.get(at);
+    if (!channel) throw new Error(`no read port ${at}`);
+    return new SimClient(channel, ++this.clients);
   }
 
   async stop(): Promise<void> {
