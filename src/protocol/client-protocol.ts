@@ -289,6 +289,11 @@ export interface RankStatus {
   /** Copies the index places on this rank first (the chunk's primary) and after (its replicas). */
   primaryCopies: number;
   replicaCopies: number;
+  /**
+   * Chunks clients read straight from this rank's read port since it started, and their bytes
+   * (reads through rank 0 are counted by rank 0's request metrics). Absent before its first report.
+   */
+  directReads?: { count: number; bytes: number };
 }
 
 export interface StatusResult {

@@ -30,7 +30,7 @@ export interface ChunkReadPortOptions {
 export class ChunkReadPort {
   /** Outstanding reads per client (hex id), so one client cannot queue unbounded work here. */
   private readonly outstanding = new Map<string, number>();
-  private served = 0;
+  private served = { count: 0, bytes: 0 };
 
   constructor(
     private readonly channel: ClientChannel,
@@ -39,9 +39,9 @@ export class ChunkReadPort {
     channel.onMessage((client, frames) => void this.handle(client, frames));
   }
 
-  /** Reads answered with bytes since start. */
-  get readsServed(): number {
-    return this.served;
+  /** Reads answered with bytes since start, and their bytes (a copy: the counters move on). */
+  get readsServed(): { count: number; bytes: number } {
+    return { ...this.served };
   }
 
   private async handle(client: Buffer, frames: Buffer[]): Promise<void> {
@@ -62,9 +62,11 @@ export class ChunkReadPort {
     } else {
       this.outstanding.set(key, count + 1);
       try {
-        payload = [await this.read(request.chunkId)];
+        const bytes = await this.read(request.chunkId);
+        payload = [bytes];
         reply = { id, ok: true };
-        this.served++;
+        this.served.count++;
+        this.served.bytes += bytes.length;
       } catch (err) {
         reply = { id, ok: false, error: toWireError(err) };
       } finally {

@@ -24,6 +24,8 @@ export interface RankInfo {
   diskId?: string;
   /** Its read port, where clients read large chunks directly (when it has one). */
   readEndpoint?: string;
+  /** What that port has served since the rank started, by its last report. */
+  directReads?: { count: number; bytes: number };
 }
 
 export class Cluster {
@@ -51,6 +53,7 @@ export class Cluster {
         : report.capacityBytes,
       ...(report.disk && { diskId: report.disk.id }),
       ...(report.readEndpoint !== undefined && { readEndpoint: report.readEndpoint }),
+      ...(report.directReads !== undefined && { directReads: report.directReads }),
       usedBytes: report.usedBytes,
       reservedBytes: known?.reservedBytes ?? 0,
       chunkCopies: report.chunkCount,

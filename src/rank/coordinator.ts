@@ -1240,6 +1240,7 @@ export class Coordinator {
           chunkCopies: r.chunkCopies,
           primaryCopies: primaries.get(r.rank) ?? 0,
           replicaCopies: replicas.get(r.rank) ?? 0,
+          ...(r.directReads && { directReads: r.directReads }),
         };
       }),
       replicas: this.opts.replicas,

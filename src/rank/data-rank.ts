@@ -94,6 +94,7 @@ export class DataRank {
   private reportSeq = 0;
   /** The disk's free bytes at the last sample. */
   private diskFreeBytes: number | undefined;
+  private readonly readPort: ChunkReadPort | undefined;
 
   constructor(
     private readonly comm: Communicator,
@@ -108,7 +109,7 @@ export class DataRank {
     );
     this.diskFreeBytes = options.disk?.freeBytes;
     if (options.readPort) {
-      new ChunkReadPort(options.readPort.channel, {
+      this.readPort = new ChunkReadPort(options.readPort.channel, {
         get: (id) => store.get(id),
         acquire: () => this.slots.acquire(),
         release: () => this.slots.release(),
@@ -225,6 +226,7 @@ export class DataRank {
       capacityBytes: this.capacityBytes(),
       chunkCount: this.store.chunkCount(),
       ...(this.options.readPort && { readEndpoint: this.options.readPort.endpoint }),
+      ...(this.readPort && { directReads: this.readPort.readsServed }),
       // Rank 0 caps the capacity by this rank's share of the disk: ranks of one host may share it.
       ...(this.options.disk &&
         this.diskFreeBytes !== undefined && {

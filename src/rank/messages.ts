@@ -61,6 +61,8 @@ export interface RankReport {
   chunkCount: number;
   /** Where clients read this rank's copies of large chunks directly (chunk-read-port.ts). */
   readEndpoint?: string;
+  /** What its read port has served since the rank started. */
+  directReads?: { count: number; bytes: number };
   /**
    * The file system the chunks live on (a device number, per host) and its free bytes when the
    * report was made: rank 0 caps the capacity by the rank's share of that space.

@@ -93,6 +93,15 @@ async function requestsAnswered(
     .reduce((n, s) => n + s.value, 0);
 }
 
+/** Bytes all data ranks' read ports have served, by their last reports, from rank 0's /metrics. */
+async function directReadBytes(store: StoreProcess): Promise<number> {
+  const res = await fetch(`${store.statusUrl()}metrics`);
+  const parsed = parseExposition(await res.text());
+  return parsed.samples
+    .filter((s) => s.name === 'memflow_rank_direct_read_bytes_total')
+    .reduce((n, s) => n + s.value, 0);
+}
+
 /** Uploads a pseudo-random file of `bytes` as `name` with dfs-client; returns its sha256. */
 async function upload(
   store: StoreProcess,
@@ -197,6 +206,12 @@ describe('direct reads (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', () 
       `get-chunk requests rank 0 answered during a ${Math.round(run.elapsedMs)} ms retrieve of ${size / CHUNK} chunks`,
     ).toBeLessThanOrEqual(allowed);
     expect(getChunks).toBeLessThan(size / CHUNK / 4);
+    // And the data ranks' own counters, which their heartbeats carry to /metrics, show the bytes.
+    await waitUntil(
+      "the data ranks' direct-read counters to show the retrieve's bytes",
+      async () => (await directReadBytes(store)) >= size - getChunks * CHUNK,
+      10_000,
+    );
   });
 
   it("a data rank's read port, found through rank 0's get-begin: serves a chunk's exact bytes; random bytes, an unknown op, a wrong field, an unknown chunk and a 1 MiB frame are refused or dropped; the store then stores and retrieves right, directly", async () => {

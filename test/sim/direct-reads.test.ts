@@ -133,6 +133,26 @@ describe('the offer of direct reads', () => {
       parts.push(await readCopy(w, endpointOf.get(chunk.copies[0]!.rank)!, direct.chunkIds[i]!));
     }
     expect(sha256(Buffer.concat(parts))).toBe(sha256(data));
+
+    // What each port served reaches rank 0's status with the next heartbeat.
+    const expected = new Map<number, { count: number; bytes: number }>();
+    for (const chunk of meta.chunks) {
+      chunk.copies.forEach((copy, k) => {
+        const e = expected.get(copy.rank) ?? { count: 0, bytes: 0 };
+        const times = k === 0 ? 2 : 1; // the first holder's copy was read twice
+        expected.set(copy.rank, {
+          count: e.count + times,
+          bytes: e.bytes + times * chunk.sizeBytes,
+        });
+      });
+    }
+    await w.elapse(1500);
+    const ranks = (await status(w, c)).ranks;
+    for (const rank of holders)
+      expect(ranks.find((r) => r.rank === rank)?.directReads, `rank ${rank}`).toEqual(
+        expected.get(rank),
+      );
+    expect(ranks.find((r) => r.rank === 4)?.directReads).toEqual({ count: 0, bytes: 0 });
   });
 
   it.each([

@@ -29,6 +29,7 @@ const status: StatusResult = {
       chunkCopies: 3,
       primaryCopies: 2,
       replicaCopies: 1,
+      directReads: { count: 7, bytes: 29_360_128 },
     },
     {
       rank: 2,
@@ -224,6 +225,14 @@ describe('the store metrics', () => {
         );
     }
     expect(sampleOf(parsed, 'memflow_rank_heartbeat_age_seconds', { rank: '1' })).toBe(0.25);
+    expect(sampleOf(parsed, 'memflow_rank_direct_reads_total', { rank: '1' })).toBe(7);
+    expect(sampleOf(parsed, 'memflow_rank_direct_read_bytes_total', { rank: '1' })).toBe(
+      29_360_128,
+    );
+    // A rank that has not reported them (no read port, or an older rank): no sample.
+    expect(() => sampleOf(parsed, 'memflow_rank_direct_reads_total', { rank: '2' })).toThrow(
+      /0 samples/,
+    );
     // Never heard: no sample rather than a made-up age.
     expect(() => sampleOf(parsed, 'memflow_rank_heartbeat_age_seconds', { rank: '2' })).toThrow(
       /0 samples/,

@@ -47,6 +47,18 @@ export function storeMetricFamilies(status: StatusResult, ops: OpMetricsView): M
       ),
     },
     {
+      type: 'counter',
+      name: 'memflow_rank_direct_reads_total',
+      help: "Chunks clients read straight from a data rank's read port since it started (by its last report).",
+      samples: perRank((r) => r.directReads?.count ?? null),
+    },
+    {
+      type: 'counter',
+      name: 'memflow_rank_direct_read_bytes_total',
+      help: 'Bytes of those chunks.',
+      samples: perRank((r) => r.directReads?.bytes ?? null),
+    },
+    {
       type: 'gauge',
       name: 'memflow_rank_state',
       help: "A data rank's health as rank 0 sees it: 1 for its current state, 0 for the others.",
