@@ -441,7 +441,8 @@ export class DfsClient {
         return data;
       };
       const viaRank0 = whole
-        ? (): Promise<Buffer> => Promise.resolve(verified(0, begin.data ?? Buffer.alloc(0)))
+        ? (): Promise<Buffer> =>
+            Promise.resolve().then(() => verified(0, begin.data ?? Buffer.alloc(0)))
         : async (index: number): Promise<Buffer> =>
             verified(index, await this.fetchChunk(readId!, index, signal));
       const sources = whole
@@ -452,7 +453,9 @@ export class DfsClient {
         new DirectDownload(this.directReader(), metadata, sources, viaRank0, (index, data) => {
           verified(index, data);
         });
-      const fetch = direct ? (index: number): Promise<Buffer> => direct.fetch(index) : viaRank0;
+      const fetch = direct
+        ? (index: number): Promise<Buffer> => direct.fetch(index, signal)
+        : viaRank0;
       const window = whole
         ? 1
         : expectPositiveInteger(begin.fields, 'maxChunksInFlight', 'get-whole');
@@ -676,8 +679,8 @@ export class DfsClient {
         // Verified by `fetch` already (a direct read that fails its check is read again).
         const data = await fetched;
         hasher?.update(data);
-        // One write in flight at a time, overlapped with checking the next chunk: hashing runs on
-        // this thread, writing on libuv's pool, so the two proceed side by side.
+        // One write in flight at a time, overlapped with receiving and checking the next chunks:
+        // checks and hashing run on this thread, writing on libuv's pool, side by side.
         await writing;
         writing = sink.write(data).then(() => {
           doneBytes += data.length;

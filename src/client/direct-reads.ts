@@ -34,11 +34,13 @@ interface Pending {
   resolve: (data: Buffer) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
+  detachSignal: () => void;
 }
 
 /**
- * How long a read port that dropped its connection is left alone. Its rank died or restarted
- * (then on another port): a new connection would wait in vain for the whole connect timeout.
+ * How long a read port that dropped its connection, or could not be connected to, is left
+ * alone: its rank died, restarted on another port, or cannot be reached from here, and a new
+ * connection would wait in vain for the whole connect timeout of every download.
  */
 const LOST_PORT_RETRY_MS = 30_000;
 
@@ -46,7 +48,7 @@ const LOST_PORT_RETRY_MS = 30_000;
 export class DirectReader {
   private readonly sockets = new Map<string, ClientSocket>();
   private readonly pending = new Map<number, Pending>();
-  /** Read ports that dropped their connection, and until when they are not tried again. */
+  /** Read ports given up on, and until when they are not tried again. */
   private readonly lost = new Map<string, number>();
   private nextId = 1;
   private closed = false;
@@ -61,12 +63,16 @@ export class DirectReader {
     private readonly now: () => number = () => performance.now(),
   ) {}
 
-  /** The copy `chunkId` from the read port at `endpoint`. Rejects with a DirectReadError. */
-  read(endpoint: string, chunkId: string): Promise<Buffer> {
+  /**
+   * The copy `chunkId` from the read port at `endpoint`. Rejects with a DirectReadError, at once
+   * when `signal` fires (the caller then stops, as its own requests do).
+   */
+  read(endpoint: string, chunkId: string, signal?: AbortSignal): Promise<Buffer> {
     if (this.closed) return Promise.reject(new DirectReadError(true, 'the client is closed'));
-    if ((this.lost.get(endpoint) ?? -Infinity) > this.now())
-      return Promise.reject(new DirectReadError(true, `${endpoint} dropped its connection`));
-    this.lost.delete(endpoint);
+    if (signal?.aborted) return Promise.reject(new DirectReadError(false, 'interrupted'));
+    this.forgetExpired();
+    if (this.lost.has(endpoint))
+      return Promise.reject(new DirectReadError(true, `${endpoint} was given up on lately`));
     const socket = this.socket(endpoint);
     const id = this.nextId++;
     return new Promise<Buffer>((resolve, reject) => {
@@ -74,8 +80,14 @@ export class DirectReader {
         () => this.settle(id)?.reject(new DirectReadError(true, `no answer from ${endpoint}`)),
         this.timeoutMs,
       );
-      this.pending.set(id, { endpoint, resolve, reject, timer });
+      const onAbort = (): void =>
+        this.settle(id)?.reject(new DirectReadError(false, 'interrupted'));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const detachSignal = (): void => signal?.removeEventListener('abort', onAbort);
+      this.pending.set(id, { endpoint, resolve, reject, timer, detachSignal });
       socket.send([pack({ op: 'chunk-read', id, chunkId })]).catch((err: unknown) => {
+        // No connection within the connect timeout: not routed from here, or nobody listening.
+        this.giveUp(endpoint, socket);
         this.settle(id)?.reject(
           new DirectReadError(true, `cannot send to ${endpoint}: ${String(err)}`),
         );
@@ -95,14 +107,12 @@ export class DirectReader {
     const known = this.sockets.get(endpoint);
     if (known) return known;
     const socket = new ClientSocket(endpoint, { sendTimeoutMs: this.connectTimeoutMs });
-    socket.onMessage((frames) => this.onReply(frames));
+    socket.onMessage((frames) => this.onReply(endpoint, frames));
     // The rank went away (or restarted on another port): what it was asked will not be answered,
     // and the connection is not kept; a later download learns its new endpoint from rank 0.
     socket.onConnection((up) => {
       if (up) return;
-      socket.close();
-      if (this.sockets.get(endpoint) === socket) this.sockets.delete(endpoint);
-      this.lost.set(endpoint, this.now() + LOST_PORT_RETRY_MS);
+      this.giveUp(endpoint, socket);
       for (const [id, entry] of [...this.pending])
         if (entry.endpoint === endpoint)
           this.settle(id)?.reject(new DirectReadError(true, `${endpoint} closed the connection`));
@@ -111,15 +121,29 @@ export class DirectReader {
     return socket;
   }
 
+  /** Closes the connection to `endpoint` and leaves the port alone for LOST_PORT_RETRY_MS. */
+  private giveUp(endpoint: string, socket: ClientSocket): void {
+    socket.close();
+    if (this.sockets.get(endpoint) === socket) this.sockets.delete(endpoint);
+    this.lost.set(endpoint, this.now() + LOST_PORT_RETRY_MS);
+  }
+
+  /** Drops ports whose time out is over, so the map holds only recent ones. */
+  private forgetExpired(): void {
+    const now = this.now();
+    for (const [endpoint, until] of this.lost) if (until <= now) this.lost.delete(endpoint);
+  }
+
   private settle(id: number): Pending | undefined {
     const entry = this.pending.get(id);
     if (entry === undefined) return undefined;
     this.pending.delete(id);
     clearTimeout(entry.timer);
+    entry.detachSignal();
     return entry;
   }
 
-  private onReply(frames: Buffer[]): void {
+  private onReply(endpoint: string, frames: Buffer[]): void {
     let message: unknown;
     try {
       message = frames[0] && unpack(frames[0]);
@@ -128,14 +152,15 @@ export class DirectReader {
     }
     const id = (message as { id?: unknown } | undefined)?.id;
     if (typeof id !== 'number') return;
-    const entry = this.settle(id);
-    if (entry === undefined) return;
+    // Only the port a read went to can answer it.
+    if (this.pending.get(id)?.endpoint !== endpoint) return;
+    const entry = this.settle(id)!;
     const { ok, error } = message as { ok?: unknown; error?: { message?: unknown } };
     const data = frames[1];
     if (ok === true && data !== undefined) entry.resolve(detached(data));
     else {
       const why = typeof error?.message === 'string' ? error.message : 'no data';
-      entry.reject(new DirectReadError(false, `${entry.endpoint}: ${why}`));
+      entry.reject(new DirectReadError(false, `${endpoint}: ${why}`));
     }
   }
 }
@@ -166,21 +191,25 @@ export class DirectDownload {
     this.lastViaRank0Ms = now();
   }
 
-  /** Chunk `index`, verified. Rejects only as viaRank0 does: the direct path's failures fall back. */
-  async fetch(index: number): Promise<Buffer> {
+  /**
+   * Chunk `index`, verified. Rejects only as viaRank0 does: the direct path's failures fall back
+   * (after `signal` fires, viaRank0 is what says so).
+   */
+  async fetch(index: number, signal?: AbortSignal): Promise<Buffer> {
     const rank = this.pick(index);
     const chunkId = this.sources.chunkIds[index];
+    const renewMs = this.sources.renewMs ?? DIRECT_READ_PIN_RENEW_MS;
     if (
       rank === undefined ||
       chunkId === undefined ||
-      this.now() - this.lastViaRank0Ms >= DIRECT_READ_PIN_RENEW_MS
+      this.now() - this.lastViaRank0Ms >= renewMs
     ) {
       this.lastViaRank0Ms = this.now();
       return this.viaRank0(index);
     }
     this.outstanding.set(rank, (this.outstanding.get(rank) ?? 0) + 1);
     try {
-      const data = await this.reader.read(this.endpoints.get(rank)!, chunkId);
+      const data = await this.reader.read(this.endpoints.get(rank)!, chunkId, signal);
       this.verify(index, data);
       return data;
     } catch (err) {
@@ -233,9 +262,12 @@ export function directSourcesOf(
     return undefined;
   const offered = endpoints as DirectSources['endpoints'];
   const remote = !isLoopback(serverHost);
+  const { renewMs } = value as { renewMs?: unknown };
   return {
     chunkIds,
     endpoints: offered.filter(({ endpoint }) => !(remote && isLoopback(endpointHost(endpoint)))),
+    // Rank 0's own figure when it gives a usable one; this client's default otherwise.
+    ...(Number.isSafeInteger(renewMs) && (renewMs as number) > 0 && { renewMs: renewMs as number }),
   };
 }
 

@@ -199,6 +199,9 @@ export function splitBatch(header: Buffer, rest: Buffer[]): Buffer[][] | undefin
   let at = 0;
   let off = 4;
   while (off < header.length) {
+    // No sender puts more in one batch; a receiver that took more would decode and answer
+    // thousands of tiny requests for one message.
+    if (messages.length === BATCH_MAX_MESSAGES) return undefined;
     const count = header.readUInt32BE(off);
     off += 4;
     if (off + 4 * count > header.length) return undefined;

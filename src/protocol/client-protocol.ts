@@ -248,6 +248,8 @@ export const DIRECT_READ_MIN_CHUNK_BYTES = 512 * 1024;
 export interface DirectSources {
   chunkIds: string[];
   endpoints: Array<{ rank: number; endpoint: string }>;
+  /** How often the client must send a chunk's request through rank 0 to keep its pin. */
+  renewMs?: number;
 }
 
 /**
@@ -269,7 +271,8 @@ export const DIRECT_READS_PER_CLIENT = 32;
 /**
  * A read pins its version at rank 0 until get-end, or until rank 0 hears nothing of it for its
  * session idle time (60 s). A client reading directly sends a chunk's request through rank 0 at
- * least this often, which keeps the pin.
+ * least this often, which keeps the pin (or as often as the offer's renewMs says, which rank 0
+ * makes shorter when its idle time is).
  */
 export const DIRECT_READ_PIN_RENEW_MS = 5_000;
 export interface ListResult {

@@ -12,7 +12,7 @@
 import { pack } from 'msgpackr';
 import { DIRECT_READS_PER_CLIENT } from '../protocol/client-protocol.js';
 import { StoreError, toWireError } from '../store/errors.js';
-import type { ClientChannel } from './coordinator.js';
+import type { ClientChannel } from './client-channel.js';
 import { decodeChunkRead } from './validate.js';
 
 export interface ChunkReadPortOptions {
@@ -27,9 +27,23 @@ export interface ChunkReadPortOptions {
   onRequest?: () => void;
 }
 
+/**
+ * Bytes of copies read and not yet sent, beyond which new reads are refused (STORE_BUSY): a
+ * client that asks and never takes its replies, from however many connections, holds at most this.
+ */
+const MAX_BYTES_HELD = 64 * 1024 * 1024;
+
+/** Chunk ids already reported bad, remembered so that repeated reads of one do not repeat it. */
+const MAX_REPORTED = 1024;
+
 export class ChunkReadPort {
-  /** Outstanding reads per client (hex id), so one client cannot queue unbounded work here. */
+  /**
+   * Reads per client (hex id) not yet answered, counted until the reply has gone out, so that
+   * one client cannot make the rank read or hold unbounded data.
+   */
   private readonly outstanding = new Map<string, number>();
+  private bytesHeld = 0;
+  private readonly reported = new Set<string>();
   private served = { count: 0, bytes: 0 };
 
   constructor(
@@ -46,38 +60,45 @@ export class ChunkReadPort {
 
   private async handle(client: Buffer, frames: Buffer[]): Promise<void> {
     const { id, request, error } = decodeChunkRead(frames[0]);
+    if (!request) return this.send(client, { id, ok: false, error: toWireError(error) });
     const key = client.toString('hex');
     const count = this.outstanding.get(key) ?? 0;
-    let reply: Record<string, unknown>;
-    let payload: Uint8Array[] = [];
-    if (!request) {
-      reply = { id, ok: false, error: toWireError(error) };
-    } else if (count >= DIRECT_READS_PER_CLIENT) {
+    if (count >= DIRECT_READS_PER_CLIENT || this.bytesHeld >= MAX_BYTES_HELD) {
       const busy = new StoreError(
         'STORE_BUSY',
-        `more than ${DIRECT_READS_PER_CLIENT} reads outstanding at this data rank`,
+        count >= DIRECT_READS_PER_CLIENT
+          ? `more than ${DIRECT_READS_PER_CLIENT} reads outstanding at this data rank`
+          : 'this data rank has too many replies waiting to go out',
         { limit: DIRECT_READS_PER_CLIENT },
       );
-      reply = { id, ok: false, error: toWireError(busy) };
-    } else {
-      this.outstanding.set(key, count + 1);
-      try {
-        const bytes = await this.read(request.chunkId);
-        payload = [bytes];
-        reply = { id, ok: true };
-        this.served.count++;
-        this.served.bytes += bytes.length;
-      } catch (err) {
-        reply = { id, ok: false, error: toWireError(err) };
-      } finally {
-        const left = (this.outstanding.get(key) ?? 1) - 1;
-        if (left > 0) this.outstanding.set(key, left);
-        else this.outstanding.delete(key);
-      }
+      return this.send(client, { id, ok: false, error: toWireError(busy) });
     }
-    await this.channel.send(client, [pack(reply), ...payload]).catch(() => {
-      // The client went away: nothing to tell it.
-    });
+    this.outstanding.set(key, count + 1);
+    let held = 0;
+    try {
+      let bytes: Uint8Array;
+      try {
+        bytes = await this.read(request.chunkId);
+      } catch (err) {
+        return await this.send(client, { id, ok: false, error: toWireError(err) });
+      }
+      held = bytes.length;
+      this.bytesHeld += held;
+      this.served.count++;
+      this.served.bytes += bytes.length;
+      await this.send(client, { id, ok: true }, bytes);
+    } finally {
+      this.bytesHeld -= held;
+      const left = (this.outstanding.get(key) ?? 1) - 1;
+      if (left > 0) this.outstanding.set(key, left);
+      else this.outstanding.delete(key);
+    }
+  }
+
+  /** Resolves once the reply has gone out or could not (the client went away: nothing to tell). */
+  private send(client: Buffer, reply: Record<string, unknown>, bytes?: Uint8Array): Promise<void> {
+    const frames = bytes ? [pack(reply), bytes] : [pack(reply)];
+    return this.channel.send(client, frames).catch(() => undefined);
   }
 
   private async read(chunkId: string): Promise<Uint8Array> {
@@ -86,14 +107,22 @@ export class ChunkReadPort {
     try {
       return await this.options.get(chunkId);
     } catch (err) {
-      // Only a copy that is here and bad. Any client can ask for any id, and rank 0 looks each
-      // notice up in its whole index, so unknown ids are not passed on; a copy lost from under
-      // the store is found by rank 0's own reads, the scrub, and the inventory at restart.
-      if (err instanceof StoreError && err.code === 'STORE_CORRUPT')
-        this.options.onBadCopy(chunkId, err.message);
+      // Only a copy that is here and bad, and once. Any client can ask for any id, and rank 0
+      // looks each notice up in its whole index, so unknown ids are not passed on; a copy lost
+      // from under the store is found by rank 0's own reads, the scrub, and the inventory at
+      // restart.
+      if (err instanceof StoreError && err.code === 'STORE_CORRUPT') this.reportBad(chunkId, err);
       throw err;
     } finally {
       this.options.release();
     }
+  }
+
+  private reportBad(chunkId: string, err: StoreError): void {
+    if (this.reported.has(chunkId)) return;
+    if (this.reported.size >= MAX_REPORTED)
+      this.reported.delete(this.reported.values().next().value!);
+    this.reported.add(chunkId);
+    this.options.onBadCopy(chunkId, err.message);
   }
 }

@@ -19,6 +19,7 @@ import type { Communicator } from '../comm/communicator.js';
 import type { Clock } from '../runtime/clock.js';
 import {
   DIRECT_READ_MIN_CHUNK_BYTES,
+  DIRECT_READ_PIN_RENEW_MS,
   type DirectSources,
   type FileMetadata,
   type GetBeginResult,
@@ -43,6 +44,7 @@ import type { Transition } from './failure-detector.js';
 import { HealthMonitor } from './health.js';
 import { ANY_SOURCE } from '../comm/communicator.js';
 import { isCommError } from '../comm/errors.js';
+import type { ClientChannel } from './client-channel.js';
 import { TAG_NOTICE, TAG_PEER, type Notice, type PeerUpdate, type RankReport } from './messages.js';
 import { OpMetrics, type OpMetricsView } from './op-metrics.js';
 import { rebalance } from './rebalance.js';
@@ -63,11 +65,7 @@ export interface JournalWriter {
   append(record: IndexRecord): Promise<void>;
 }
 
-/** The client-facing socket, as the coordinator needs it (ServiceSocket in production, a fake in simulation). */
-export interface ClientChannel {
-  onMessage(handler: (client: Buffer, frames: Buffer[]) => void): void;
-  send(client: Buffer, frames: readonly Uint8Array[]): Promise<void>;
-}
+export type { ClientChannel } from './client-channel.js';
 
 export interface CoordinatorOptions {
   replicas: number;
@@ -901,7 +899,9 @@ export class Coordinator {
       if (endpoint !== undefined && this.cluster.isAlive(rank)) endpoints.push({ rank, endpoint });
     }
     if (endpoints.length === 0) return undefined;
-    return { chunkIds: file.chunks.map((c) => c.id), endpoints };
+    // A quarter of the idle time at most: a renewal may be late by a chunk's read or two.
+    const renewMs = Math.min(DIRECT_READ_PIN_RENEW_MS, Math.floor(this.opts.sessionIdleMs / 4));
+    return { chunkIds: file.chunks.map((c) => c.id), endpoints, renewMs };
   }
 
   private read(client: string, readId: string): Read {

@@ -29,7 +29,7 @@ import {
   type RankReport,
 } from './messages.js';
 import { ChunkReadPort } from './chunk-read-port.js';
-import type { ClientChannel } from './coordinator.js';
+import type { ClientChannel } from './client-channel.js';
 import { Semaphore } from './semaphore.js';
 import { SCRUB_BUSY_WINDOW_MS, scrubPauseMs } from './scrub-pace.js';
 

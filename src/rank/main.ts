@@ -17,10 +17,12 @@ import { DataRank } from './data-rank.js';
 import { StatusServer } from './status-page/server.js';
 
 /**
- * A read port's requests are a few dozen bytes. ZeroMQ drops a connection that sends a larger
- * frame than this, except a batch's body, which ServiceSocket accepts up to BATCH_MAX_BYTES.
+ * A data rank's read port (chunk-read-port.ts). Its requests are a few dozen bytes; ServiceSocket
+ * still takes frames up to a batch body's limit (BATCH_MAX_BYTES, 256 KiB), and ZeroMQ drops a
+ * connection that sends a larger one. Replies are whole chunks: a short queue, and a short wait
+ * for a client that does not take them, so that one such client holds up the others briefly.
  */
-const READ_PORT_MAX_BYTES = 64 * 1024;
+const READ_PORT_OPTIONS = { maxMessageBytes: 1024, maxQueued: 256, sendTimeoutMs: 2_000 };
 
 export interface StoreOptions {
   port: number;
@@ -69,22 +71,21 @@ export async function runStore(
     // Chunks live in append-only volume files with group commit: one fsync covers every chunk
     // written meanwhile, which is what lets a data rank store thousands of small chunks a second.
     const store = await VolumeChunkStore.open(join(rankDir, 'volumes'));
-    // Clients read large chunks here directly (chunk-read-port.ts), on the address the rank's
-    // peers reach it at, on a port of the kernel's choosing that its reports tell rank 0.
-    const readPort = await ServiceSocket.bind(world.host, 0, {
-      maxMessageBytes: READ_PORT_MAX_BYTES,
-    });
+    const disk = {
+      id: await diskId(rankDir),
+      freeBytes: await freeBytes(rankDir),
+      sample: () => freeBytes(rankDir),
+    };
     const hostCapacity = env.MEMFLOW_HOST_CAPACITY;
     const capacityBytes =
       options.capacityBytes ?? (hostCapacity ? parseSize(hostCapacity) : Infinity);
+    // Clients read large chunks here directly, on the address the rank's peers reach it at, on a
+    // port of the kernel's choosing that its reports tell rank 0.
+    const readPort = await ServiceSocket.bind(world.host, 0, READ_PORT_OPTIONS);
     const dataRank = new DataRank(comm, store, {
       host,
       capacityBytes,
-      disk: {
-        id: await diskId(rankDir),
-        freeBytes: await freeBytes(rankDir),
-        sample: () => freeBytes(rankDir),
-      },
+      disk,
       log,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       scrubBytesPerSecond: options.scrubBytesPerSecond,

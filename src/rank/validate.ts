@@ -1,8 +1,8 @@
 /**
  * Checks that a client message is a well-formed Request before the coordinator (or a data rank's
- * read port) acts on it: a
- * msgpack map with an integer id, a known op and fields of the right types. Anything else —
- * random bytes, wrong types, missing fields — becomes STORE_BAD_REQUEST naming the problem.
+ * read port) acts on it: a msgpack map with an integer id, a known op and fields of the right
+ * types. Anything else — random bytes, wrong types, missing fields — becomes STORE_BAD_REQUEST
+ * naming the problem.
  */
 import { unpack } from 'msgpackr';
 import type { ChunkRead, Request, RequestOp } from '../protocol/client-protocol.js';

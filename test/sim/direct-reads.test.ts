@@ -112,6 +112,8 @@ describe('the offer of direct reads', () => {
     const direct = begin.direct!;
     expect(direct.chunkIds).toHaveLength(meta.chunks.length);
     expect(new Set(direct.chunkIds).size).toBe(meta.chunks.length);
+    // This world's rank 0 ends reads idle for 10 s: renew at least every 2.5 s (5 s by default).
+    expect(direct.renewMs).toBe(2_500);
     expect(direct.endpoints).toEqual(
       holders.map((rank) => ({ rank, endpoint: w.readEndpoints[rank] })),
     );

@@ -69,6 +69,7 @@ function sourcesOf(chunks: number, ranks = [1, 2]): DirectSources {
 interface ReadCall {
   endpoint: string;
   chunkId: string;
+  signal: AbortSignal | undefined;
   /** The rank the endpoint belongs to (undefined: not an endpoint rank 0 offered). */
   rank: number | undefined;
   settled: boolean;
@@ -85,11 +86,12 @@ class FakeReader {
   readonly calls: ReadCall[] = [];
   constructor(private readonly answer?: (call: ReadCall) => Buffer | Error) {}
 
-  read(endpoint: string, chunkId: string): Promise<Buffer> {
+  read(endpoint: string, chunkId: string, signal?: AbortSignal): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
       const call: ReadCall = {
         endpoint,
         chunkId,
+        signal,
         rank: RANK_OF.get(endpoint),
         settled: false,
         resolve: (data) => {
@@ -294,6 +296,32 @@ describe('DirectDownload: where each chunk is read', () => {
     );
   });
 
+  it("rank 0's renewMs in the offer replaces the 5 s default; the caller's abort signal reaches every read", async () => {
+    let now = 0;
+    const reader = new FakeReader((c) => directBytes(c.chunkId, c.rank));
+    const viaRank0: number[] = [];
+    const dl = new DirectDownload(
+      reader as unknown as DirectReader,
+      metadataOf(onBoth(4)),
+      { ...sourcesOf(4), renewMs: 1_000 },
+      (index) => {
+        viaRank0.push(index);
+        return Promise.resolve(rank0Bytes(index));
+      },
+      () => undefined,
+      () => now,
+    );
+    const signal = new AbortController().signal;
+    now = 999;
+    await dl.fetch(0, signal);
+    expect(viaRank0).toEqual([]);
+    now = 1_000;
+    await dl.fetch(1, signal);
+    await dl.fetch(2, signal);
+    expect(viaRank0).toEqual([1]);
+    expect(reader.calls.map((c) => c.signal)).toEqual([signal, signal]);
+  });
+
   it('holders without a read port are never asked: a chunk held only by such a rank comes through rank 0, one held by it and another from the other', async () => {
     // Rank 3 holds copies but rank 0 offered no read port for it.
     const reader = new FakeReader((c) => directBytes(c.chunkId, c.rank));
@@ -486,7 +514,7 @@ describe('DirectReader against a read port (a real ServiceSocket on 127.0.0.1)',
     expect((await r.read(port.endpoint, 'c-next')).toString()).toBe(served('c-next').toString());
   });
 
-  it('a port nothing listens on: rejects unreachable within the connect timeout', async () => {
+  it('a port nothing listens on: rejects unreachable within the connect timeout, then is given up on for 30 s: the next download does not wait again', async () => {
     const free = await new Promise<number>((resolve) => {
       const server = net.createServer();
       server.listen(0, '127.0.0.1', () => {
@@ -494,9 +522,37 @@ describe('DirectReader against a read port (a real ServiceSocket on 127.0.0.1)',
         server.close(() => resolve(port));
       });
     });
-    const { err, ms } = await failure(reader(10_000, 200).read(`tcp://127.0.0.1:${free}`, 'c'));
+    let now = 0;
+    const r = reader(10_000, 200, () => now);
+    const endpoint = `tcp://127.0.0.1:${free}`;
+    const { err, ms } = await failure(r.read(endpoint, 'c'));
     expect(err.unreachable).toBe(true);
     expect(ms).toBeLessThan(5_000);
+    now = 29_999;
+    const again = await failure(r.read(endpoint, 'd'));
+    expect(again.err.message).toMatch(/given up on/);
+    expect(again.ms, 'at once, not after another connect timeout').toBeLessThan(100);
+    now = 30_000;
+    const retried = await failure(r.read(endpoint, 'e'));
+    expect(retried.err.message, 'tried again after 30 s').toMatch(/cannot send/);
+  });
+
+  it('an abort rejects the read at once (unreachable false: the port is not to blame), and a read after it is not sent', async () => {
+    const port = await FakeReadPort.bind(() => {
+      // Never answers.
+    });
+    const r = reader(10_000, 2_000);
+    const controller = new AbortController();
+    const pending = r.read(port.endpoint, 'a', controller.signal);
+    await waitFor('the request to arrive', () => port.requests.length === 1);
+    controller.abort();
+    const { err, ms } = await failure(pending);
+    expect(err.unreachable).toBe(false);
+    expect(ms, 'at the abort, not at the 10 s timeout').toBeLessThan(1_000);
+    expect((await failure(r.read(port.endpoint, 'b', controller.signal))).err.unreachable).toBe(
+      false,
+    );
+    expect(port.requests).toHaveLength(1);
   });
 
   it('the port closes its connection: pending reads reject unreachable at once (not at their 10 s timeout), later reads of it reject without trying until 30 s have passed (injected clock), then it is tried again', async () => {
@@ -520,7 +576,7 @@ describe('DirectReader against a read port (a real ServiceSocket on 127.0.0.1)',
     now = 29_999;
     const refused = await failure(r.read(endpoint, 'c'));
     expect(refused.err.unreachable).toBe(true);
-    expect(refused.err.message).toMatch(/dropped its connection/);
+    expect(refused.err.message).toMatch(/given up on/);
     expect(refused.ms).toBeLessThan(100);
     expect(back.requests, 'requests the port got within the 30 s').toEqual([]);
 
@@ -555,6 +611,17 @@ describe('directSourcesOf: the get-begin offer, checked against the file', () =>
       { rank: 2, endpoint: 'tcp://[::1]:41002' },
     ],
   };
+
+  it("keeps rank 0's renewMs when it is a positive integer, and leaves out any other", () => {
+    expect(directSourcesOf({ ...good, renewMs: 2_500 }, meta, '127.0.0.1')).toEqual({
+      ...good,
+      renewMs: 2_500,
+    });
+    for (const renewMs of [0, -1, 1.5, '2500', null])
+      expect(directSourcesOf({ ...good, renewMs }, meta, '127.0.0.1'), String(renewMs)).toEqual(
+        good,
+      );
+  });
 
   it('takes a well-formed offer as it is (an empty endpoint list too)', () => {
     expect(directSourcesOf(good, meta, '127.0.0.1')).toEqual(good);

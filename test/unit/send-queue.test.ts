@@ -182,6 +182,14 @@ describe('encodeBatch and splitBatch', () => {
     expect(splitBatch(Buffer.alloc(4), [body])).toBeUndefined(); // no counts: not a batch
     expect(splitBatch(header(0, 0), [Buffer.alloc(0)])).toEqual([[], []]);
   });
+
+  it(`refuse a batch of more than ${BATCH_MAX_MESSAGES} messages, which no sender makes (a receiver would answer each)`, () => {
+    const one = (n: number): Buffer[][] => Array.from({ length: n }, () => [Buffer.from('r')]);
+    const [h64, ...b64] = encodeBatch(Buffer.from('TAG!'), one(BATCH_MAX_MESSAGES)) as Buffer[];
+    expect(splitBatch(h64!, b64)).toHaveLength(BATCH_MAX_MESSAGES);
+    const [h65, ...b65] = encodeBatch(Buffer.from('TAG!'), one(BATCH_MAX_MESSAGES + 1)) as Buffer[];
+    expect(splitBatch(h65!, b65)).toBeUndefined();
+  });
 });
 
 describe('detached', () => {
