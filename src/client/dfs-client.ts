@@ -51,6 +51,7 @@ import { chunkChecksum, createFileHasher } from '../store/checksum.js';
 import { DatasetError } from '../records/record-scanner.js';
 import { DatasetReader } from '../records/dataset-reader.js';
 import type { RecordsChunk } from '../records/record-chunker.js';
+import { AbortWatchers } from './abort-watchers.js';
 import { DirectDownload, DirectReader, directSourcesOf } from './direct-reads.js';
 import { DfsError } from './errors.js';
 import type { TransferProgress } from './progress.js';
@@ -177,8 +178,8 @@ export class DfsClient {
   private wholeMaxBytes = 64 * 1024;
   private readonly address: ServerAddress;
   private readonly pending = new Map<number, PendingRequest>();
-  /** Per AbortSignal, what its one listener calls when it fires (see watchAbort). */
-  private readonly abortWatchers = new WeakMap<AbortSignal, Set<() => void>>();
+  /** One listener per AbortSignal, however many requests wait on it. */
+  private readonly aborts = new AbortWatchers();
   private nextId = 1;
   private connecting: Promise<ClientSocket> | undefined;
   private socket: ClientSocket | undefined;
@@ -449,10 +450,7 @@ export class DfsClient {
         ? undefined
         : directSourcesOf(begin.fields.direct, metadata, this.address.host);
       const direct =
-        sources &&
-        new DirectDownload(this.directReader(), metadata, sources, viaRank0, (index, data) => {
-          verified(index, data);
-        });
+        sources && new DirectDownload(this.directReader(), metadata, sources, viaRank0, verified);
       const fetch = direct
         ? (index: number): Promise<Buffer> => direct.fetch(index, signal)
         : viaRank0;
@@ -753,7 +751,7 @@ export class DfsClient {
       const timer = setTimeout(() => {
         if (this.settle(id)) reject(this.timeoutError(body.op, timeoutMs));
       }, timeoutMs);
-      const detachSignal = this.watchAbort(options.signal, () => {
+      const detachSignal = this.aborts.watch(options.signal, () => {
         if (this.settle(id)) reject(abortedError());
       });
       this.pending.set(id, { op: body.op, resolve, reject, timer, detachSignal });
@@ -774,24 +772,6 @@ export class DfsClient {
         );
       });
     });
-  }
-
-  /**
-   * Runs `onAbort` when `signal` fires; returns the function that stops watching. One listener
-   * per signal however many requests wait on it: a download keeps 16 chunk requests outstanding,
-   * and Node warns on stderr past 10 listeners of one signal.
-   */
-  private watchAbort(signal: AbortSignal | undefined, onAbort: () => void): () => void {
-    if (signal === undefined) return () => {};
-    const watchers = this.abortWatchers.get(signal) ?? new Set<() => void>();
-    if (!this.abortWatchers.has(signal)) {
-      this.abortWatchers.set(signal, watchers);
-      signal.addEventListener('abort', () => [...watchers].forEach((watcher) => watcher()), {
-        once: true,
-      });
-    }
-    watchers.add(onAbort);
-    return () => watchers.delete(onAbort);
   }
 
   /** Removes a pending request; returns undefined when it was already settled. */

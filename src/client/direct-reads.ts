@@ -17,6 +17,7 @@ import {
   type DirectSources,
   type FileMetadata,
 } from '../protocol/client-protocol.js';
+import { AbortWatchers } from './abort-watchers.js';
 
 /** Why a direct read failed: the rank could not be reached, or it answered with an error. */
 export class DirectReadError extends Error {
@@ -50,6 +51,8 @@ export class DirectReader {
   private readonly pending = new Map<number, Pending>();
   /** Read ports given up on, and until when they are not tried again. */
   private readonly lost = new Map<string, number>();
+  /** One listener per AbortSignal, however many reads wait on it. */
+  private readonly aborts = new AbortWatchers();
   private nextId = 1;
   private closed = false;
 
@@ -80,10 +83,9 @@ export class DirectReader {
         () => this.settle(id)?.reject(new DirectReadError(true, `no answer from ${endpoint}`)),
         this.timeoutMs,
       );
-      const onAbort = (): void =>
-        this.settle(id)?.reject(new DirectReadError(false, 'interrupted'));
-      signal?.addEventListener('abort', onAbort, { once: true });
-      const detachSignal = (): void => signal?.removeEventListener('abort', onAbort);
+      const detachSignal = this.aborts.watch(signal, () =>
+        this.settle(id)?.reject(new DirectReadError(false, 'interrupted')),
+      );
       this.pending.set(id, { endpoint, resolve, reject, timer, detachSignal });
       socket.send([pack({ op: 'chunk-read', id, chunkId })]).catch((err: unknown) => {
         // No connection within the connect timeout: not routed from here, or nobody listening.
@@ -169,8 +171,8 @@ export class DirectReader {
  * One download's choice of where each chunk comes from. Each chunk goes to the holder with the
  * fewest of this download's reads outstanding (ties by chunk index, so copies take turns), which
  * keeps every holder's disk busy. A chunk goes through rank 0 instead when no holder can be read
- * directly, when the direct read failed, and at least every DIRECT_READ_PIN_RENEW_MS, which keeps
- * rank 0's pin of the version while the bytes come from elsewhere.
+ * directly, when the direct read failed, and at least every renewMs of rank 0's offer (5 s by
+ * default), which keeps rank 0's pin of the version while the bytes come from elsewhere.
  */
 export class DirectDownload {
   private readonly endpoints = new Map<number, string>();

@@ -13,14 +13,14 @@ import { pack } from 'msgpackr';
 import { DIRECT_READS_PER_CLIENT } from '../protocol/client-protocol.js';
 import { StoreError, toWireError } from '../store/errors.js';
 import type { ClientChannel } from './client-channel.js';
+import type { Semaphore } from './semaphore.js';
 import { decodeChunkRead } from './validate.js';
 
 export interface ChunkReadPortOptions {
   /** Reads a copy, verified (ChunkStore.get). */
   get(chunkId: string): Promise<Uint8Array>;
-  /** Shared with rank 0's requests: at most this many reads at once across both. */
-  acquire(): Promise<void>;
-  release(): void;
+  /** The rank's bound on requests served at once, shared with rank 0's requests. */
+  slots: Semaphore;
   /** A copy here failed its checksum: rank 0 should replace it. */
   onBadCopy(chunkId: string, reason: string): void;
   /** Called as each read begins (the scrub slows down while reads keep coming). */
@@ -103,9 +103,8 @@ export class ChunkReadPort {
 
   private async read(chunkId: string): Promise<Uint8Array> {
     this.options.onRequest?.();
-    await this.options.acquire();
     try {
-      return await this.options.get(chunkId);
+      return await this.options.slots.with(() => this.options.get(chunkId));
     } catch (err) {
       // Only a copy that is here and bad, and once. Any client can ask for any id, and rank 0
       // looks each notice up in its whole index, so unknown ids are not passed on; a copy lost
@@ -113,8 +112,6 @@ export class ChunkReadPort {
       // restart.
       if (err instanceof StoreError && err.code === 'STORE_CORRUPT') this.reportBad(chunkId, err);
       throw err;
-    } finally {
-      this.options.release();
     }
   }
 

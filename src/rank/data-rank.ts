@@ -111,8 +111,7 @@ export class DataRank {
     if (options.readPort) {
       this.readPort = new ChunkReadPort(options.readPort.channel, {
         get: (id) => store.get(id),
-        acquire: () => this.slots.acquire(),
-        release: () => this.slots.release(),
+        slots: this.slots,
         onBadCopy: (chunkId, reason) => this.tellBadCopy(chunkId, reason),
         onRequest: () => (this.lastRequestMs = this.comm.clock.now()),
       });
@@ -225,8 +224,10 @@ export class DataRank {
       usedBytes: this.store.usedBytes(),
       capacityBytes: this.capacityBytes(),
       chunkCount: this.store.chunkCount(),
-      ...(this.options.readPort && { readEndpoint: this.options.readPort.endpoint }),
-      ...(this.readPort && { directReads: this.readPort.readsServed }),
+      ...(this.readPort && {
+        readEndpoint: this.options.readPort!.endpoint,
+        directReads: this.readPort.readsServed,
+      }),
       // Rank 0 caps the capacity by this rank's share of the disk: ranks of one host may share it.
       ...(this.options.disk &&
         this.diskFreeBytes !== undefined && {

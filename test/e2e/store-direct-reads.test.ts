@@ -298,8 +298,8 @@ describe('direct reads (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', () 
       expect(data, 'no bytes with an error').toBeUndefined();
     }
 
-    // A 1 MiB frame (far past what a read port takes: its 64 KiB limit, raised by ServiceSocket to
-    // the 256 KiB a batch may have): ZeroMQ in the rank drops that connection, unanswered.
+    // A 1 MiB frame (far past what a read port takes: ServiceSocket accepts frames up to the
+    // 256 KiB a batch's body may have): ZeroMQ in the rank drops that connection, unanswered.
     const dropped = new Promise<void>((resolve) => socket.events.on('disconnect', () => resolve()));
     await socket.send([
       pack({ op: 'chunk-read', id: 30, chunkId: chunkIds[0] }),

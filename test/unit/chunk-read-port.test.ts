@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { DIRECT_READS_PER_CLIENT } from '../../src/protocol/client-protocol.js';
 import type { ClientChannel } from '../../src/rank/client-channel.js';
 import { ChunkReadPort } from '../../src/rank/chunk-read-port.js';
+import { Semaphore } from '../../src/rank/semaphore.js';
 import { StoreError } from '../../src/store/errors.js';
 
 const MiB = 1024 * 1024;
@@ -60,8 +61,7 @@ function port(
   const reported: string[] = [];
   new ChunkReadPort(channel, {
     get: get ?? (() => Promise.resolve(new Uint8Array(chunkBytes))),
-    acquire: () => Promise.resolve(),
-    release: () => undefined,
+    slots: new Semaphore(16),
     onBadCopy: (id) => reported.push(id),
   });
   return { channel, reported };

@@ -537,6 +537,30 @@ describe('DirectReader against a read port (a real ServiceSocket on 127.0.0.1)',
     expect(retried.err.message, 'tried again after 30 s').toMatch(/cannot send/);
   });
 
+  it('many reads waiting on one abort signal (downloads sharing it) add one listener to it: Node warns on stderr past 10', async () => {
+    const port = await FakeReadPort.bind(() => {
+      // Never answers.
+    });
+    const r = reader(10_000, 2_000);
+    const controller = new AbortController();
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      const reads = Array.from({ length: 12 }, (_, i) =>
+        r.read(port.endpoint, `c${i}`, controller.signal),
+      );
+      await waitFor('the requests to arrive', () => port.requests.length === 12);
+      controller.abort();
+      for (const read of reads) expect((await failure(read)).err.unreachable).toBe(false);
+      // Node emits its warning on a later tick.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      expect(warnings).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   it('an abort rejects the read at once (unreachable false: the port is not to blame), and a read after it is not sent', async () => {
     const port = await FakeReadPort.bind(() => {
       // Never answers.
