@@ -22,6 +22,12 @@
  * and no append after it was acknowledged. A frame whose CRC matches but whose content is not an
  * IndexRecord is not a torn write but a bug or foreign file, so open refuses with STORE_CORRUPT.
  *
+ * Runway: before a small batch would grow the newest log, the next RUNWAY_BYTES past it are
+ * written with zeros (durable-fs.ts says why: appends then overwrite blocks already written, and
+ * their O_DSYNC writes need no commit of the file system's journal). A zero length ends the
+ * frames, so the zeros read as the end of the log; open keeps them, and does not count them as
+ * dropped, when nothing but zeros follows the last good frame.
+ *
  * One process per directory: the coordinator is the only writer.
  */
 import { Buffer } from 'node:buffer';
@@ -31,7 +37,7 @@ import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { StoreError } from './errors.js';
 import { validateIndexRecord, type IndexRecord } from './file-index.js';
-import { fsyncDirectory, crc32 } from './durable-fs.js';
+import { crc32, endOfNonZero, fsyncDirectory, RUNWAY_BYTES, writeZeros } from './durable-fs.js';
 
 /** Largest record payload (msgpack bytes). A commit needs ~150 B per chunk: ~100k chunks. */
 export const MAX_RECORD_BYTES = 16 * 1024 * 1024;
@@ -245,8 +251,14 @@ interface RotateItem {
 interface Log {
   handle: FileHandle;
   generation: number;
+  /** Where the frames end: the next batch goes here. */
   bytes: number;
+  /** Where the zeros written ahead of the frames end (the runway, durable-fs.ts); >= bytes. */
+  preparedBytes: number;
 }
+
+/** Batches at most this large are written inside a runway (larger ones gain nothing from it). */
+const RUNWAY_BATCH_BYTES = 512 * 1024;
 
 /**
  * The journal. Appends are written in call order; each resolves after its frame, and every frame
@@ -351,7 +363,11 @@ export class Journal {
           }
           records.push(decodeRecord(log.name, payload, offset));
         });
-        droppedBytes += fileBytes - goodBytes;
+        // Zeros after the last good frame are the runway written ahead of it, not a torn tail:
+        // what is dropped is what held something.
+        const contentEnd = goodBytes < fileBytes ? await endOfNonZero(handle, fileBytes) : 0;
+        const runway = contentEnd <= goodBytes;
+        droppedBytes += Math.max(0, contentEnd - goodBytes);
         if (!last) {
           // Only the newest log can be torn by a crash: older ones were complete before the
           // next one started. Keep what is intact, as for the newest.
@@ -369,13 +385,15 @@ export class Journal {
           });
           await writeFully(handle, header, 0);
           await handle.sync();
-          current = { handle, generation: log.generation, bytes: header.byteLength };
+          const bytes = header.byteLength;
+          current = { handle, generation: log.generation, bytes, preparedBytes: bytes };
         } else {
-          if (goodBytes < fileBytes) {
+          if (goodBytes < fileBytes && !runway) {
             await handle.truncate(goodBytes);
             await handle.sync();
           }
-          current = { handle, generation: log.generation, bytes: goodBytes };
+          const preparedBytes = runway ? fileBytes : goodBytes;
+          current = { handle, generation: log.generation, bytes: goodBytes, preparedBytes };
         }
       } catch (err) {
         await handle.close().catch(() => {});
@@ -575,6 +593,13 @@ export class Journal {
         ? (batch.frames[0] as Buffer)
         : Buffer.concat(batch.frames, batch.bytes);
     try {
+      const end = log.bytes + data.byteLength;
+      if (data.byteLength <= RUNWAY_BATCH_BYTES && end > log.preparedBytes) {
+        // Zeros ahead first, so that this write and the next ones overwrite written blocks.
+        const runwayEnd = end + RUNWAY_BYTES;
+        await writeZeros(log.handle, Math.max(log.bytes, log.preparedBytes), runwayEnd);
+        log.preparedBytes = runwayEnd;
+      }
       // Durable when it returns (LOG_FLAGS).
       await writeFully(log.handle, data, log.bytes);
     } catch (err) {
@@ -582,6 +607,7 @@ export class Journal {
       // fails, later frames would sit behind garbage and be lost on replay: stop accepting.
       try {
         await log.handle.truncate(log.bytes);
+        log.preparedBytes = log.bytes;
       } catch (truncateErr) {
         this.failed = ioError(
           truncateErr,
@@ -687,7 +713,7 @@ async function createLog(dir: string, generation: number, frames: readonly Buffe
     // Durable on return (LOG_FLAGS).
     await writeFully(handle, data, 0);
     await fsyncDirectory(dir);
-    return { handle, generation, bytes: data.byteLength };
+    return { handle, generation, bytes: data.byteLength, preparedBytes: data.byteLength };
   } catch (err) {
     await handle.close().catch(() => {});
     await unlink(path).catch(() => {});

@@ -12,6 +12,7 @@ import { constants } from 'node:fs';
 import {
   copyFile,
   mkdtemp,
+  open,
   readdir,
   readFile,
   rm,
@@ -134,6 +135,23 @@ async function expectCode(promise: Promise<unknown>, code: StoreErrorCode): Prom
   throw new Error(`expected ${code}, but the call succeeded`);
 }
 
+/** Closes `journal`; resolves with where its frames end (the runway's zeros follow them). */
+async function closeAt(journal: Journal): Promise<number> {
+  const end = journal.stats().logBytes;
+  await journal.close();
+  return end;
+}
+
+/** Writes `data` at `position` of the file, as a write the crash interrupted would have. */
+async function writeAt(path: string, data: Uint8Array, position: number): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    await handle.write(data, 0, data.byteLength, position);
+  } finally {
+    await handle.close();
+  }
+}
+
 /** A frame exactly as the journal writes one, around any value. */
 function frame(value: unknown): Buffer {
   const payload = pack(value);
@@ -213,14 +231,17 @@ describe('Journal', () => {
     expect((await openJournal(dir)).records).toHaveLength(501);
   });
 
-  it('drops a record torn in the middle (log truncated mid-frame) and keeps all before it', async () => {
+  it.each([
+    ['cut off (a log without a runway)', 'truncate'],
+    ['its end still zeros (a write into the runway)', 'zero'],
+  ])('drops a record torn in the middle, %s, and keeps all before it', async (_what, how) => {
     const dir = await freshDir();
     const { journal } = await openJournal(dir);
     for (let i = 1; i <= 3; i++) await journal.append(commit('a', i));
-    await journal.close();
+    const end = await closeAt(journal);
     const path = join(dir, LOG1);
-    const full = (await stat(path)).size;
-    await truncate(path, full - 10);
+    if (how === 'truncate') await truncate(path, end - 10);
+    else await writeAt(path, Buffer.alloc(10), end - 10);
     const reopened = await openJournal(dir);
     expect(reopened.records).toEqual([commit('a', 1), commit('a', 2)]);
     expect(reopened.droppedBytes).toBeGreaterThan(0);
@@ -249,19 +270,67 @@ describe('Journal', () => {
         return f;
       })(),
     ],
-  ])('drops %s appended to the log, and nothing else', async (_what, junk) => {
+  ])('drops %s written after the last frame, and nothing else', async (_what, junk) => {
     const dir = await freshDir();
     const { journal } = await openJournal(dir);
     await journal.append(commit('a', 1));
     await journal.append(commit('b', 1));
-    await journal.close();
+    const end = await closeAt(journal);
     const path = join(dir, LOG1);
-    const goodBytes = (await stat(path)).size;
-    await appendFile(path, junk);
+    // Inside the runway, where the next write would have gone.
+    await writeAt(path, junk, end);
     const reopened = await openJournal(dir);
     expect(reopened.records).toEqual([commit('a', 1), commit('b', 1)]);
-    expect(reopened.droppedBytes).toBe(junk.byteLength);
-    expect((await stat(path)).size).toBe(goodBytes);
+    // Zeros are the runway, never counted as dropped.
+    let contentBytes = junk.byteLength;
+    while (contentBytes > 0 && junk[contentBytes - 1] === 0) contentBytes--;
+    expect(reopened.droppedBytes).toBe(contentBytes);
+    // New appends follow the last good frame and are read back after it.
+    await reopened.journal.append(commit('c', 1));
+    await reopened.journal.close();
+    const again = await openJournal(dir);
+    expect(again.records).toEqual([commit('a', 1), commit('b', 1), commit('c', 1)]);
+    expect(again.droppedBytes).toBe(0);
+  });
+
+  it('drops junk appended past the runway, and nothing else', async () => {
+    const dir = await freshDir();
+    const { journal } = await openJournal(dir);
+    await journal.append(commit('a', 1));
+    const end = await closeAt(journal);
+    const path = join(dir, LOG1);
+    const fileBytes = (await stat(path)).size;
+    expect(fileBytes).toBeGreaterThan(end);
+    await appendFile(path, Buffer.from('junk'));
+    const reopened = await openJournal(dir);
+    expect(reopened.records).toEqual([commit('a', 1)]);
+    expect(reopened.droppedBytes).toBe(fileBytes + 4 - end);
+    await reopened.journal.append(commit('b', 1));
+    await reopened.journal.close();
+    expect((await openJournal(dir)).records).toEqual([commit('a', 1), commit('b', 1)]);
+  });
+
+  it('writes small appends inside zeros written ahead of them, and keeps those zeros on reopen', async () => {
+    const dir = await freshDir();
+    const { journal } = await openJournal(dir);
+    for (let i = 1; i <= 20; i++) await journal.append(commit('a', i));
+    const end = await closeAt(journal);
+    const path = join(dir, LOG1);
+    const fileBytes = (await stat(path)).size;
+    // One runway served all 20 appends: 4 MiB written once, ahead of the first.
+    expect(fileBytes - end).toBeGreaterThan(4 * 1024 * 1024 - 64 * 1024);
+    expect(fileBytes - end).toBeLessThan(4 * 1024 * 1024);
+    const tail = (await readFile(path)).subarray(end);
+    expect(tail.every((b) => b === 0)).toBe(true);
+    const reopened = await openJournal(dir);
+    expect(reopened.records).toHaveLength(20);
+    expect(reopened.droppedBytes).toBe(0);
+    expect((await stat(path)).size).toBe(fileBytes);
+    await reopened.journal.append(commit('a', 21));
+    expect(reopened.journal.stats().logBytes).toBeGreaterThan(end);
+    await reopened.journal.close();
+    expect((await stat(path)).size).toBe(fileBytes);
+    expect((await openJournal(dir)).records).toHaveLength(21);
   });
 
   it('recreates a log whose header was torn while it was being created', async () => {
@@ -269,7 +338,8 @@ describe('Journal', () => {
     await writeFile(join(dir, LOG1), Buffer.from([0x20, 0, 0]));
     const { journal, records, droppedBytes } = await openJournal(dir);
     expect(records).toEqual([]);
-    expect(droppedBytes).toBe(3);
+    // The byte that held something; zeros are never counted as dropped.
+    expect(droppedBytes).toBe(1);
     await journal.append(commit('a', 1));
     await journal.close();
     expect((await openJournal(dir)).records).toEqual([commit('a', 1)]);
@@ -445,8 +515,8 @@ describe('Journal', () => {
     const dir = await freshDir();
     const { journal } = await openJournal(dir);
     await journal.append(commit('a', 1));
-    await journal.close();
-    await appendFile(join(dir, LOG1), frame({ op: 'commit', file: { name: 'no fields' } }));
+    const end = await closeAt(journal);
+    await writeAt(join(dir, LOG1), frame({ op: 'commit', file: { name: 'no fields' } }), end);
     const err = await expectCode(Journal.open(dir), 'STORE_CORRUPT');
     expect(err.message).toMatch(new RegExp(`${LOG1}.*not an index record`));
   });
