@@ -36,6 +36,22 @@ export async function writeZeros(handle: FileHandle, from: number, to: number): 
 }
 
 /**
+ * Writes a runway of zeros over [from, to). Resolves false, with the file cut back to `from`,
+ * when the disk is too full for it: the write it was for goes ahead without one.
+ */
+export async function writeRunway(handle: FileHandle, from: number, to: number): Promise<boolean> {
+  try {
+    await writeZeros(handle, from, to);
+    return true;
+  } catch (err) {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err;
+    await handle.truncate(from);
+    return false;
+  }
+}
+
+/**
  * The offset just past the last byte that is not zero in `handle`'s first `fileBytes`, looking
  * back at most `window` bytes: when the whole window is zeros, its start (every byte from there
  * on is zero, maybe some before it too). A runway's zeros are never more than RUNWAY_BYTES plus

@@ -37,7 +37,7 @@ import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { StoreError } from './errors.js';
 import { validateIndexRecord, type IndexRecord } from './file-index.js';
-import { crc32, endOfNonZero, fsyncDirectory, RUNWAY_BYTES, writeZeros } from './durable-fs.js';
+import { crc32, endOfNonZero, fsyncDirectory, RUNWAY_BYTES, writeRunway } from './durable-fs.js';
 
 /** Largest record payload (msgpack bytes). A commit needs ~150 B per chunk: ~100k chunks. */
 export const MAX_RECORD_BYTES = 16 * 1024 * 1024;
@@ -597,8 +597,8 @@ export class Journal {
       if (data.byteLength <= RUNWAY_BATCH_BYTES && end > log.preparedBytes) {
         // Zeros ahead first, so that this write and the next ones overwrite written blocks.
         const runwayEnd = end + RUNWAY_BYTES;
-        await writeZeros(log.handle, Math.max(log.bytes, log.preparedBytes), runwayEnd);
-        log.preparedBytes = runwayEnd;
+        const from = Math.max(log.bytes, log.preparedBytes);
+        if (await writeRunway(log.handle, from, runwayEnd)) log.preparedBytes = runwayEnd;
       }
       // Durable when it returns (LOG_FLAGS).
       await writeFully(log.handle, data, log.bytes);

@@ -50,6 +50,14 @@
  * fdatasync'd before the next one is started, and the new file's directory entry is fsync'd, so
  * only the tail of the newest volume can ever be torn.
  *
+ * Runway: before a batch smaller than RUNWAY_BATCH_BYTES would go past what the volume file
+ * holds, the next RUNWAY_BYTES (at most up to volumeBytes) are written with zeros, durably. Small
+ * batches then overwrite blocks already written, and their O_DSYNC writes need no commit of the
+ * file system's journal (durable-fs.ts has the measurements). Large batches (bulk uploads, the
+ * direct path) never pay for zeros. A record header is never all zeros (it starts with a magic),
+ * so open() takes a volume whose last good record is followed by nothing but zeros as whole, the
+ * zeros as its runway; zeros are never counted as dropped bytes.
+ *
  * Recovery: a record header is bad if it is cut off, has no magic, fails its CRC or holds
  * impossible fields; a record is cut off if it runs past the end of the file. In the newest
  * volume, the records ending in its last tailCheckBytes (the only place unsynced writes can be)
@@ -108,7 +116,7 @@ import {
   type StoredChunk,
 } from './chunk-store.js';
 import { StoreError } from './errors.js';
-import { fsyncDirectory, crc32 } from './durable-fs.js';
+import { crc32, endOfNonZero, fsyncDirectory, RUNWAY_BYTES, writeRunway } from './durable-fs.js';
 
 /** Default size at which a new volume is started. */
 export const DEFAULT_VOLUME_BYTES = 1024 * 1024 * 1024;
@@ -141,6 +149,8 @@ const DIRECT_READS = 4;
  * Small records still share batches: 1 MiB holds 250 records of 4 KiB.
  */
 const MAX_BATCH_BYTES = 1024 * 1024;
+/** Batches smaller than this are written inside a runway of zeros (see the file comment). */
+const RUNWAY_BATCH_BYTES = 512 * 1024;
 /**
  * The write loop waits for the syncs when this much is written but not yet synced, so a crash
  * can tear only the last MAX_UNSYNCED_BYTES + one batch of the newest volume, which open()
@@ -592,8 +602,13 @@ interface Volume {
   direct: FileHandle | undefined;
   /** End of the good records: the append position of the newest volume. */
   end: number;
-  /** Size of the file (larger than `end` when a damaged remainder is skipped). */
+  /** Size of the file's records (larger than `end` when a damaged remainder is skipped). */
   fileBytes: number;
+  /**
+   * End of the zeros written ahead of `end` for small writes (the runway: see the file comment);
+   * at most `end` when there are none.
+   */
+  runwayEnd: number;
   /** Record bytes (header + id + data) of the live chunks in this volume, and their number. */
   liveBytes: number;
   liveCount: number;
@@ -765,6 +780,7 @@ export class VolumeChunkStore implements ChunkStore {
         direct: undefined,
         end: VOLUME_FILE_HEADER_BYTES,
         fileBytes,
+        runwayEnd: 0,
         liveBytes: 0,
         liveCount: 0,
         padBytes: 0,
@@ -803,8 +819,11 @@ export class VolumeChunkStore implements ChunkStore {
 
       // A newest volume of format 1 is sealed and a new one begun: pads are format 2.
       const appendable = header.readUInt32LE(8) === FORMAT;
-      const tailFrom = last ? fileBytes - this.tailCheckBytes : Infinity;
-      const { end, padBytes, problem } = await scanVolume(handle, fileBytes, tailFrom, (r) => {
+      // Unsynced writes can only be just before the end of what the newest volume holds, which
+      // is not the end of the file when a runway of zeros follows it.
+      const contentEnd = last ? await endOfNonZero(handle, fileBytes) : fileBytes;
+      const tailFrom = last ? contentEnd - this.tailCheckBytes : Infinity;
+      const scanned = await scanVolume(handle, fileBytes, tailFrom, (r) => {
         maxSeq = Math.max(maxSeq, r.seq);
         const previous = best.get(r.id);
         if (r.type === TYPE_PUT) {
@@ -832,6 +851,17 @@ export class VolumeChunkStore implements ChunkStore {
           best.set(r.id, { deleteSeq: r.seq });
         }
       });
+      const { end, padBytes } = scanned;
+      let problem = scanned.problem;
+      // Where nothing but zeros follows the last good record, they are its runway.
+      if (
+        problem?.offset === end &&
+        (last ? contentEnd : await endOfNonZero(handle, fileBytes)) <= end
+      ) {
+        problem = undefined;
+        volume.fileBytes = end;
+        volume.runwayEnd = fileBytes;
+      }
       volume.end = end;
       volume.padBytes = padBytes;
       if (problem === undefined) {
@@ -839,7 +869,8 @@ export class VolumeChunkStore implements ChunkStore {
       } else if (last && problem.torn) {
         await handle.truncate(end);
         await handle.datasync();
-        this.droppedTailBytes += fileBytes - end;
+        // What held something: zeros are never counted as dropped.
+        this.droppedTailBytes += Math.max(0, contentEnd - end);
         volume.fileBytes = end;
         if (appendable) current = volume;
       } else {
@@ -886,6 +917,7 @@ export class VolumeChunkStore implements ChunkStore {
       direct: await this.openDirect(path),
       end: VOLUME_FILE_HEADER_BYTES,
       fileBytes: VOLUME_FILE_HEADER_BYTES,
+      runwayEnd: VOLUME_FILE_HEADER_BYTES,
       liveBytes: 0,
       liveCount: 0,
       padBytes: 0,
@@ -1075,7 +1107,7 @@ export class VolumeChunkStore implements ChunkStore {
     let diskBytes = 0;
     let liveBytes = 0;
     for (const v of this.volumes.values()) {
-      diskBytes += v.fileBytes;
+      diskBytes += Math.max(v.fileBytes, v.runwayEnd);
       liveBytes += v.liveBytes;
     }
     return {
@@ -1301,6 +1333,13 @@ export class VolumeChunkStore implements ChunkStore {
         : undefined;
     let written: { offsets: number[]; end: number };
     try {
+      if (direct === undefined && bytes < RUNWAY_BATCH_BYTES && start + bytes > volume.runwayEnd) {
+        // Zeros ahead first, so that this write and the next small ones overwrite written blocks.
+        const runwayEnd = Math.min(this.volumeBytes, start + bytes + RUNWAY_BYTES);
+        const from = Math.max(start, volume.runwayEnd);
+        if (runwayEnd > from && (await writeRunway(volume.handle, from, runwayEnd)))
+          volume.runwayEnd = runwayEnd;
+      }
       written = direct
         ? await this.writeDirect(volume, direct.handle, direct.slab, batch, bytes)
         : await this.writeBuffered(volume, batch);
@@ -1309,6 +1348,7 @@ export class VolumeChunkStore implements ChunkStore {
       // fails, later records would sit behind garbage: stop accepting writes.
       try {
         await volume.handle.truncate(start);
+        volume.runwayEnd = start;
       } catch (truncateErr) {
         this.failed = ioError(
           truncateErr,

@@ -10,6 +10,7 @@ import { constants } from 'node:fs';
 import {
   appendFile,
   mkdtemp,
+  open,
   readdir,
   readFile,
   rm,
@@ -171,6 +172,31 @@ async function volumeFiles(dir: string): Promise<string[]> {
   return (await readdir(dir)).filter((n) => n.startsWith('volume-')).sort();
 }
 
+const MiB = 1024 * 1024;
+
+/** Where a buffer's content ends: past its last byte that is not zero. */
+function contentEnd(bytes: Uint8Array): number {
+  let end = bytes.byteLength;
+  while (end > 0 && bytes[end - 1] === 0) end--;
+  return end;
+}
+
+/** Where a chunk's record ends in its volume. */
+function recordEnd(store: VolumeChunkStore, id: string): number {
+  const where = store.locate(id);
+  return where.dataOffset + where.sizeBytes;
+}
+
+/** Writes `data` at `position` of the file, as a write the crash interrupted would have. */
+async function writeAt(path: string, data: Uint8Array, position: number): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    await handle.write(data, 0, data.byteLength, position);
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Flips one byte of a file at `offset`. */
 async function flipByte(path: string, offset: number): Promise<void> {
   const bytes = await readFile(path);
@@ -212,7 +238,48 @@ describe('VolumeChunkStore', () => {
     expect(file[del + 4]).toBe(2); // delete
     expect(file.readUInt32LE(del + 8)).toBe(2); // seq
     expect(file.readUInt32LE(del + 16)).toBe(0);
-    expect(file.byteLength).toBe(del + RECORD_HEADER_BYTES + 4);
+    // After the last record, the runway: zeros written ahead of small writes.
+    const end = del + RECORD_HEADER_BYTES + 4;
+    expect(file.byteLength).toBeGreaterThan(end + 4 * MiB - 1024);
+    expect(contentEnd(file)).toBe(end);
+  });
+
+  it('writes small puts inside a runway of zeros written ahead of them, and keeps it on reopen', async () => {
+    const dir = await freshDir();
+    const store = await openStore(dir);
+    const chunks = await putMany(store, 50, 4096);
+    const end = recordEnd(store, 'c49');
+    await store.close();
+    const path = join(dir, volumeFileName(1));
+    const size = (await stat(path)).size;
+    // One runway of 4 MiB, written before the first put, served all 50.
+    expect(size - end).toBeGreaterThan(4 * MiB - 256 * 1024);
+    expect(size - end).toBeLessThan(4 * MiB);
+    expect(contentEnd(await readFile(path))).toBe(end);
+
+    const reopened = await openStore(dir);
+    await expectContents(reopened, chunks);
+    expect(reopened.stats().recovery).toEqual({ droppedTailBytes: 0, damagedVolumes: [] });
+    expect((await stat(path)).size).toBe(size);
+    // Appends go on right after the last record, inside the same runway.
+    const more = Buffer.from('after the runway was found again');
+    await reopened.put('more', more, chunkChecksum(more));
+    chunks.set('more', more);
+    expect(reopened.locate('more').recordOffset).toBe(end);
+    await reopened.close();
+    expect((await stat(path)).size).toBe(size);
+    await expectContents(await openStore(dir), chunks);
+  });
+
+  it('reads a volume that was rolled over with its runway as whole, not damaged', async () => {
+    const dir = await freshDir();
+    const store = await openStore(dir, { volumeBytes: 64 * 1024 });
+    const chunks = await putMany(store, 40, 4000);
+    await store.close();
+    expect((await volumeFiles(dir)).length).toBeGreaterThan(1);
+    const reopened = await openStore(dir, { volumeBytes: 64 * 1024 });
+    await expectContents(reopened, chunks);
+    expect(reopened.stats().recovery).toEqual({ droppedTailBytes: 0, damagedVolumes: [] });
   });
 
   it('finds everything again after a reopen, deletions and re-puts included', async () => {
@@ -251,15 +318,15 @@ describe('VolumeChunkStore', () => {
     const store = await openStore(dir);
     const chunks = await putMany(store, 3, 3000);
     const lastStart = store.locate('c2').recordOffset;
+    const end = recordEnd(store, 'c2');
     await store.close();
     const path = join(dir, volumeFileName(1));
-    const size = (await stat(path)).size;
-    await truncate(path, size - 1000);
+    await truncate(path, end - 1000);
 
     const reopened = await openStore(dir);
     chunks.delete('c2');
     await expectContents(reopened, chunks);
-    expect(reopened.stats().recovery.droppedTailBytes).toBe(size - 1000 - lastStart);
+    expect(reopened.stats().recovery.droppedTailBytes).toBe(end - 1000 - lastStart);
     expect((await stat(path)).size).toBe(lastStart);
     // Appends continue right after the last good record and survive the next reopen.
     const more = Buffer.from('after the torn tail');
@@ -271,22 +338,48 @@ describe('VolumeChunkStore', () => {
     expect(third.stats().recovery.droppedTailBytes).toBe(0);
   });
 
-  it('drops garbage or zeros after the last record (a write torn inside the file size)', async () => {
+  it('drops garbage after the last record (a write torn inside the runway), and nothing else', async () => {
     for (const tail of [randomBytes(1000), Buffer.alloc(5000), Buffer.from('MFCR')]) {
       const dir = await freshDir();
       const store = await openStore(dir);
       const chunks = await putMany(store, 5, 2000);
+      const end = recordEnd(store, 'c4');
       await store.close();
       const path = join(dir, volumeFileName(1));
       const size = (await stat(path)).size;
-      await appendFile(path, tail);
+      await writeAt(path, tail, end);
 
       const reopened = await openStore(dir);
       await expectContents(reopened, chunks);
-      expect(reopened.stats().recovery.droppedTailBytes).toBe(tail.byteLength);
-      expect((await stat(path)).size).toBe(size);
+      // What held something is dropped (the file cut back to the last record); zeros are the
+      // runway and stay.
+      const dropped = contentEnd(tail);
+      expect(reopened.stats().recovery.droppedTailBytes).toBe(dropped);
+      expect((await stat(path)).size).toBe(dropped > 0 ? end : size);
       expect(reopened.stats().recovery.damagedVolumes).toEqual([]);
+      // Appends go on after the last record.
+      const more = Buffer.from('after the tail');
+      await reopened.put('more', more, chunkChecksum(more));
+      chunks.set('more', more);
+      await reopened.close();
+      await expectContents(await openStore(dir), chunks);
     }
+  });
+
+  it('drops garbage appended past the runway, and nothing else', async () => {
+    const dir = await freshDir();
+    const store = await openStore(dir);
+    const chunks = await putMany(store, 5, 2000);
+    const end = recordEnd(store, 'c4');
+    await store.close();
+    const path = join(dir, volumeFileName(1));
+    const size = (await stat(path)).size;
+    await appendFile(path, Buffer.from('MFCR'));
+    const reopened = await openStore(dir);
+    await expectContents(reopened, chunks);
+    expect(reopened.stats().recovery.droppedTailBytes).toBe(size + 4 - end);
+    expect((await stat(path)).size).toBe(end);
+    expect(reopened.stats().recovery.damagedVolumes).toEqual([]);
   });
 
   it('cuts off a last record whose data fails its checksum, as a torn write', async () => {
@@ -835,13 +928,14 @@ describe('VolumeChunkStore', () => {
     const store = await openStore(dir);
     const chunks = await putMany(store, 3, 4096);
     const path = join(dir, volumeFileName(1));
-    const size = (await stat(path)).size;
+    const end = recordEnd(store, 'c2');
     fault.writes = 'enospc';
     const data = randomBytes(100_000);
     const err = await expectCode(store.put('full', data, chunkChecksum(data)), 'STORE_NO_SPACE');
     expect(fault.partialWritten).toBe(true);
     expect(err.detail).toMatchObject({ id: 'full', errno: 'ENOSPC', neededBytes: 100_000 });
-    expect((await stat(path)).size).toBe(size);
+    // Cut back to the last good record (the runway after it too).
+    expect((await stat(path)).size).toBe(end);
     expect(store.has('full')).toBe(false);
     fault.writes = 'ok';
     // Room again: the same put succeeds, right after the last good record.
@@ -920,7 +1014,6 @@ describe('VolumeChunkStore', () => {
 });
 
 describe.skipIf(!directIo.works)('VolumeChunkStore with direct I/O', () => {
-  const MiB = 1024 * 1024;
 
   it('writes large chunks with O_DIRECT at aligned offsets between pads, small ones buffered, and reads all back', async () => {
     const dir = await freshDir();
@@ -995,7 +1088,10 @@ describe.skipIf(!directIo.works)('VolumeChunkStore with direct I/O', () => {
 
     const reopened = await openStore(dir);
     await expectContents(reopened, chunks);
-    expect(reopened.stats().recovery.droppedTailBytes).toBe(file.byteLength - where.recordOffset);
+    // Up to the closing pad's header: its zeros count as nothing.
+    expect(reopened.stats().recovery.droppedTailBytes).toBe(
+      contentEnd(file) - where.recordOffset,
+    );
     expect(reopened.stats().recovery.damagedVolumes).toEqual([]);
     // Writing goes on after the cut, aligned again.
     const next = randomBytes(MiB);
