@@ -38,9 +38,11 @@ import {
 // 'enospc' writes half of the first buffer and then fails with ENOSPC (a disk filling up in the
 // middle of a record); 'eio' fails fdatasync, and the writes of a handle opened with O_DSYNC
 // (whose every write ends with the flush that failed); 'einval' refuses opens with O_DIRECT, as
-// tmpfs does.
+// tmpfs does; `fileLimit` refuses, with ENOSPC and nothing written, a write that would take a
+// file past that many bytes (a disk with that little room).
 interface Faults {
   writes: 'ok' | 'enospc';
+  fileLimit: number | undefined;
   partialWritten: boolean;
   datasync: 'ok' | 'eio';
   direct: 'ok' | 'einval';
@@ -50,6 +52,7 @@ interface Faults {
 }
 const fault = vi.hoisted((): Faults => ({
   writes: 'ok',
+  fileLimit: undefined,
   partialWritten: false,
   datasync: 'ok',
   direct: 'ok',
@@ -73,6 +76,9 @@ vi.mock('node:fs/promises', async (importOriginal) => {
         if (prop === 'writev') {
           return async (buffers: NodeJS.ArrayBufferView[], position?: number) => {
             if (dsync && fault.datasync === 'eio') return failure('EIO', 'write');
+            const bytes = buffers.reduce((n, b) => n + b.byteLength, 0);
+            if (fault.fileLimit !== undefined && (position ?? 0) + bytes > fault.fileLimit)
+              return failure('ENOSPC', 'write');
             if (fault.writes !== 'enospc') return target.writev(buffers, position);
             const first = buffers[0];
             if (fault.partialWritten || first === undefined || first.byteLength < 2) {
@@ -105,6 +111,7 @@ const temps: string[] = [];
 const opened: VolumeChunkStore[] = [];
 afterEach(async () => {
   fault.writes = 'ok';
+  fault.fileLimit = undefined;
   fault.partialWritten = false;
   fault.datasync = 'ok';
   fault.direct = 'ok';
@@ -268,6 +275,28 @@ describe('VolumeChunkStore', () => {
     expect(reopened.locate('more').recordOffset).toBe(end);
     await reopened.close();
     expect((await stat(path)).size).toBe(size);
+    await expectContents(await openStore(dir), chunks);
+  });
+
+  it('takes small puts without a runway where the disk has no room for one', async () => {
+    const dir = await freshDir();
+    fault.fileLimit = 256 * 1024;
+    const store = await openStore(dir);
+    const chunks = await putMany(store, 10, 4096);
+    const end = recordEnd(store, 'c9');
+    const path = join(dir, volumeFileName(1));
+    expect((await stat(path)).size).toBe(end);
+    await store.close();
+    const reopened = await openStore(dir);
+    await expectContents(reopened, chunks);
+    expect(reopened.stats().recovery).toEqual({ droppedTailBytes: 0, damagedVolumes: [] });
+    // Room again: the next small put writes its runway first.
+    fault.fileLimit = undefined;
+    const more = Buffer.from('with a runway again');
+    await reopened.put('more', more, chunkChecksum(more));
+    chunks.set('more', more);
+    expect((await stat(path)).size).toBeGreaterThan(end + 4 * MiB - 1024);
+    await reopened.close();
     await expectContents(await openStore(dir), chunks);
   });
 
