@@ -1043,7 +1043,6 @@ describe('VolumeChunkStore', () => {
 });
 
 describe.skipIf(!directIo.works)('VolumeChunkStore with direct I/O', () => {
-
   it('writes large chunks with O_DIRECT at aligned offsets between pads, small ones buffered, and reads all back', async () => {
     const dir = await freshDir();
     const store = await openStore(dir);
@@ -1118,9 +1117,7 @@ describe.skipIf(!directIo.works)('VolumeChunkStore with direct I/O', () => {
     const reopened = await openStore(dir);
     await expectContents(reopened, chunks);
     // Up to the closing pad's header: its zeros count as nothing.
-    expect(reopened.stats().recovery.droppedTailBytes).toBe(
-      contentEnd(file) - where.recordOffset,
-    );
+    expect(reopened.stats().recovery.droppedTailBytes).toBe(contentEnd(file) - where.recordOffset);
     expect(reopened.stats().recovery.damagedVolumes).toEqual([]);
     // Writing goes on after the cut, aligned again.
     const next = randomBytes(MiB);
