@@ -50,11 +50,13 @@
  * fdatasync'd before the next one is started, and the new file's directory entry is fsync'd, so
  * only the tail of the newest volume can ever be torn.
  *
- * Runway: before a batch smaller than RUNWAY_BATCH_BYTES would go past what the volume file
- * holds, the next RUNWAY_BYTES (at most up to volumeBytes) are written with zeros, durably. Small
- * batches then overwrite blocks already written, and their O_DSYNC writes need no commit of the
- * file system's journal (durable-fs.ts has the measurements). Large batches (bulk uploads, the
- * direct path) never pay for zeros. A record header is never all zeros (it starts with a magic),
+ * Runway: when small batches (under RUNWAY_BATCH_BYTES) come one after another and one with puts
+ * would go past what the volume file holds, the next RUNWAY_BYTES (at most up to volumeBytes) are
+ * first written with zeros, durably. Small batches then overwrite blocks already written, and
+ * their O_DSYNC writes need no commit of the file system's journal (durable-fs.ts has the
+ * measurements). Large batches (bulk uploads, the direct path) never pay for zeros, nor do the
+ * tombstones between them when a large file is replaced: a runway is written only after a small
+ * batch, and only for puts (tombstones do not wait for a flush). A record header is never all zeros (it starts with a magic),
  * so open() takes a volume whose last good record is followed by nothing but zeros as whole, the
  * zeros as its runway; zeros are never counted as dropped bytes.
  *
@@ -664,6 +666,8 @@ export class VolumeChunkStore implements ChunkStore {
 
   private readonly queue: WriteItem[] = [];
   private writing = false;
+  /** Whether the last batch written was small (see the runway in the file comment). */
+  private lastBatchSmall = false;
   /** Written records waiting for an fdatasync, and whether the sync loop runs. */
   private unsynced: { item: WriteItem; where: { volume: Volume; offset: number } }[] = [];
   private syncing = false;
@@ -1332,8 +1336,11 @@ export class VolumeChunkStore implements ChunkStore {
         ? { handle: volume.direct, slab: this.direct.writeSlab }
         : undefined;
     let written: { offsets: number[]; end: number };
+    const small = direct === undefined && bytes < RUNWAY_BATCH_BYTES;
+    const smallAgain = small && this.lastBatchSmall;
+    this.lastBatchSmall = small;
     try {
-      if (direct === undefined && bytes < RUNWAY_BATCH_BYTES && start + bytes > volume.runwayEnd) {
+      if (smallAgain && start + bytes > volume.runwayEnd && batch.some((item) => item.sync)) {
         // Zeros ahead first, so that this write and the next small ones overwrite written blocks.
         const runwayEnd = Math.min(this.volumeBytes, start + bytes + RUNWAY_BYTES);
         const from = Math.max(start, volume.runwayEnd);

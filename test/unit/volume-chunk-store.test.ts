@@ -245,10 +245,22 @@ describe('VolumeChunkStore', () => {
     expect(file[del + 4]).toBe(2); // delete
     expect(file.readUInt32LE(del + 8)).toBe(2); // seq
     expect(file.readUInt32LE(del + 16)).toBe(0);
-    // After the last record, the runway: zeros written ahead of small writes.
-    const end = del + RECORD_HEADER_BYTES + 4;
-    expect(file.byteLength).toBeGreaterThan(end + 4 * MiB - 1024);
-    expect(contentEnd(file)).toBe(end);
+    // One put and a tombstone: no runway (it comes with small puts one after another).
+    expect(file.byteLength).toBe(del + RECORD_HEADER_BYTES + 4);
+  });
+
+  it('writes no runway for large puts and the tombstones between them (a large file replaced)', async () => {
+    const dir = await freshDir();
+    const store = await openStore(dir);
+    for (let i = 0; i < 3; i++) {
+      const big = randomBytes(MiB);
+      await store.put(`big${i}`, big, chunkChecksum(big));
+      if (i > 0) expect(await store.delete(`big${i - 1}`)).toBe(true);
+    }
+    const path = join(dir, volumeFileName(1));
+    const size = (await stat(path)).size;
+    expect(contentEnd(await readFile(path))).toBeGreaterThan(size - 2 * DIRECT_IO_ALIGN);
+    await store.close();
   });
 
   it('writes small puts inside a runway of zeros written ahead of them, and keeps it on reopen', async () => {
@@ -290,11 +302,13 @@ describe('VolumeChunkStore', () => {
     const reopened = await openStore(dir);
     await expectContents(reopened, chunks);
     expect(reopened.stats().recovery).toEqual({ droppedTailBytes: 0, damagedVolumes: [] });
-    // Room again: the next small put writes its runway first.
+    // Room again: the next small puts write their runway first.
     fault.fileLimit = undefined;
-    const more = Buffer.from('with a runway again');
-    await reopened.put('more', more, chunkChecksum(more));
-    chunks.set('more', more);
+    for (const id of ['more', 'and-more']) {
+      const more = Buffer.from(`${id}, with a runway again`);
+      await reopened.put(id, more, chunkChecksum(more));
+      chunks.set(id, more);
+    }
     expect((await stat(path)).size).toBeGreaterThan(end + 4 * MiB - 1024);
     await reopened.close();
     await expectContents(await openStore(dir), chunks);
