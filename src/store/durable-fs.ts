@@ -15,6 +15,11 @@ import zlib from 'node:zlib';
  * (PostgreSQL's WAL segments are filled with zeros before use).
  */
 export const RUNWAY_BYTES = 4 * 1024 * 1024;
+/**
+ * Writes smaller than this get a runway. Larger ones are bulk writes: zeros ahead of them would
+ * double the bytes written, and their cost is bandwidth, not the journal commit.
+ */
+export const RUNWAY_BATCH_BYTES = 512 * 1024;
 const ZERO_BLOCK_BYTES = 1024 * 1024;
 let zeroBlock: Buffer | undefined;
 

@@ -37,7 +37,14 @@ import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { StoreError } from './errors.js';
 import { validateIndexRecord, type IndexRecord } from './file-index.js';
-import { crc32, endOfNonZero, fsyncDirectory, RUNWAY_BYTES, writeRunway } from './durable-fs.js';
+import {
+  crc32,
+  endOfNonZero,
+  fsyncDirectory,
+  RUNWAY_BATCH_BYTES,
+  RUNWAY_BYTES,
+  writeRunway,
+} from './durable-fs.js';
 
 /** Largest record payload (msgpack bytes). A commit needs ~150 B per chunk: ~100k chunks. */
 export const MAX_RECORD_BYTES = 16 * 1024 * 1024;
@@ -256,9 +263,6 @@ interface Log {
   /** Where the zeros written ahead of the frames end (the runway, durable-fs.ts); >= bytes. */
   preparedBytes: number;
 }
-
-/** Batches at most this large are written inside a runway (larger ones gain nothing from it). */
-const RUNWAY_BATCH_BYTES = 512 * 1024;
 
 /**
  * The journal. Appends are written in call order; each resolves after its frame, and every frame
@@ -594,7 +598,7 @@ export class Journal {
         : Buffer.concat(batch.frames, batch.bytes);
     try {
       const end = log.bytes + data.byteLength;
-      if (data.byteLength <= RUNWAY_BATCH_BYTES && end > log.preparedBytes) {
+      if (data.byteLength < RUNWAY_BATCH_BYTES && end > log.preparedBytes) {
         // Zeros ahead first, so that this write and the next ones overwrite written blocks.
         const runwayEnd = end + RUNWAY_BYTES;
         const from = Math.max(log.bytes, log.preparedBytes);

@@ -56,9 +56,9 @@
  * their O_DSYNC writes need no commit of the file system's journal (durable-fs.ts has the
  * measurements). Large batches (bulk uploads, the direct path) never pay for zeros, nor do the
  * tombstones between them when a large file is replaced: a runway is written only after a small
- * batch, and only for puts (tombstones do not wait for a flush). A record header is never all zeros (it starts with a magic),
- * so open() takes a volume whose last good record is followed by nothing but zeros as whole, the
- * zeros as its runway; zeros are never counted as dropped bytes.
+ * batch, and only for puts (tombstones do not wait for a flush). A record header is never all
+ * zeros (it starts with a magic), so open() takes a volume whose last good record is followed by
+ * nothing but zeros as whole, the zeros as its runway; zeros are never counted as dropped bytes.
  *
  * Recovery: a record header is bad if it is cut off, has no magic, fails its CRC or holds
  * impossible fields; a record is cut off if it runs past the end of the file. In the newest
@@ -118,7 +118,14 @@ import {
   type StoredChunk,
 } from './chunk-store.js';
 import { StoreError } from './errors.js';
-import { crc32, endOfNonZero, fsyncDirectory, RUNWAY_BYTES, writeRunway } from './durable-fs.js';
+import {
+  crc32,
+  endOfNonZero,
+  fsyncDirectory,
+  RUNWAY_BATCH_BYTES,
+  RUNWAY_BYTES,
+  writeRunway,
+} from './durable-fs.js';
 
 /** Default size at which a new volume is started. */
 export const DEFAULT_VOLUME_BYTES = 1024 * 1024 * 1024;
@@ -151,8 +158,6 @@ const DIRECT_READS = 4;
  * Small records still share batches: 1 MiB holds 250 records of 4 KiB.
  */
 const MAX_BATCH_BYTES = 1024 * 1024;
-/** Batches smaller than this are written inside a runway of zeros (see the file comment). */
-const RUNWAY_BATCH_BYTES = 512 * 1024;
 /**
  * The write loop waits for the syncs when this much is written but not yet synced, so a crash
  * can tear only the last MAX_UNSYNCED_BYTES + one batch of the newest volume, which open()
