@@ -12,7 +12,6 @@ import { constants } from 'node:fs';
 import {
   copyFile,
   mkdtemp,
-  open,
   readdir,
   readFile,
   rm,
@@ -26,6 +25,7 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { pack } from 'msgpackr';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { writeAt } from '../helpers/file-writes.js';
 import { isStoreError, type StoreErrorCode } from '../../src/store/errors.js';
 import { FileIndex, type FileVersion, type IndexRecord } from '../../src/store/file-index.js';
 import { Journal, MAX_RECORD_BYTES } from '../../src/store/journal.js';
@@ -140,16 +140,6 @@ async function closeAt(journal: Journal): Promise<number> {
   const end = journal.stats().logBytes;
   await journal.close();
   return end;
-}
-
-/** Writes `data` at `position` of the file, as a write the crash interrupted would have. */
-async function writeAt(path: string, data: Uint8Array, position: number): Promise<void> {
-  const handle = await open(path, 'r+');
-  try {
-    await handle.write(data, 0, data.byteLength, position);
-  } finally {
-    await handle.close();
-  }
 }
 
 /** A frame exactly as the journal writes one, around any value. */

@@ -10,7 +10,6 @@ import { constants } from 'node:fs';
 import {
   appendFile,
   mkdtemp,
-  open,
   readdir,
   readFile,
   rm,
@@ -22,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as zlib from 'node:zlib';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { writeAt } from '../helpers/file-writes.js';
 import { directIoInTmpdir } from '../helpers/direct-io.js';
 import { chunkChecksum } from '../../src/store/checksum.js';
 import { DIRECT_IO_ALIGN } from '../../src/store/aligned-memory.js';
@@ -192,16 +192,6 @@ function contentEnd(bytes: Uint8Array): number {
 function recordEnd(store: VolumeChunkStore, id: string): number {
   const where = store.locate(id);
   return where.dataOffset + where.sizeBytes;
-}
-
-/** Writes `data` at `position` of the file, as a write the crash interrupted would have. */
-async function writeAt(path: string, data: Uint8Array, position: number): Promise<void> {
-  const handle = await open(path, 'r+');
-  try {
-    await handle.write(data, 0, data.byteLength, position);
-  } finally {
-    await handle.close();
-  }
 }
 
 /** Flips one byte of a file at `offset`. */
