@@ -4,8 +4,9 @@
  * crashes open or yields a garbage record; compaction keeps the same state whether or not it
  * finished; group commit makes many concurrent appends share a few fsyncs. Method: real files
  * in a fresh temp directory per test (removed afterwards); crashes are simulated by editing the
- * files the way a crash would leave them (truncating, appending junk, restoring an older log),
- * and the state after reopening is compared with a FileIndex built from the records.
+ * files the way a crash would leave them (truncating, writing junk where the next write would
+ * have gone, restoring an older log), and the state after reopening is compared with a FileIndex
+ * built from the records. Small appends go inside a runway of zeros written ahead of them.
  */
 import { Buffer } from 'node:buffer';
 import { constants } from 'node:fs';
