@@ -1,9 +1,9 @@
 /**
  * VolumeChunkStore beyond the ChunkStore contract (which test/unit/chunk-store.test.ts runs on
  * it): the on-disk format, reopening, torn tails and damage found at open, runways of zeros for
- * small writes, group commit, volume roll-over, compaction (including one interrupted midway), capacity, and I/O failures injected
- * through a mocked node:fs/promises. Every test works in its own temp directory, removed after it,
- * and closes the stores it opened.
+ * small writes, group commit, volume roll-over, compaction (including one interrupted midway),
+ * capacity, and I/O failures injected through a mocked node:fs/promises. Every test works in its
+ * own temp directory, removed after it, and closes the stores it opened.
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
