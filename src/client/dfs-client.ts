@@ -54,6 +54,7 @@ import type { RecordsChunk } from '../records/record-chunker.js';
 import { AbortWatchers } from './abort-watchers.js';
 import { DirectDownload, DirectReader, directSourcesOf } from './direct-reads.js';
 import { DfsError } from './errors.js';
+import { takePending, type Waiting } from './pending-requests.js';
 import type { TransferProgress } from './progress.js';
 
 export const DEFAULT_SERVER = '127.0.0.1:7070';
@@ -152,12 +153,10 @@ interface Reply {
   data: Buffer | undefined;
 }
 
-interface PendingRequest {
+interface PendingRequest extends Waiting {
   op: RequestOp;
   resolve: (reply: Reply) => void;
   reject: (err: unknown) => void;
-  timer: NodeJS.Timeout;
-  detachSignal: () => void;
 }
 
 interface RequestOptions {
@@ -776,12 +775,7 @@ export class DfsClient {
 
   /** Removes a pending request; returns undefined when it was already settled. */
   private settle(id: number): PendingRequest | undefined {
-    const entry = this.pending.get(id);
-    if (entry === undefined) return undefined;
-    this.pending.delete(id);
-    clearTimeout(entry.timer);
-    entry.detachSignal();
-    return entry;
+    return takePending(this.pending, id);
   }
 
   private onReply(frames: Buffer[]): void {

@@ -18,6 +18,7 @@ import {
   type FileMetadata,
 } from '../protocol/client-protocol.js';
 import { AbortWatchers } from './abort-watchers.js';
+import { takePending, type Waiting } from './pending-requests.js';
 
 /** Why a direct read failed: the rank could not be reached, or it answered with an error. */
 export class DirectReadError extends Error {
@@ -30,12 +31,10 @@ export class DirectReadError extends Error {
   }
 }
 
-interface Pending {
+interface Pending extends Waiting {
   endpoint: string;
   resolve: (data: Buffer) => void;
   reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
-  detachSignal: () => void;
 }
 
 /**
@@ -137,12 +136,7 @@ export class DirectReader {
   }
 
   private settle(id: number): Pending | undefined {
-    const entry = this.pending.get(id);
-    if (entry === undefined) return undefined;
-    this.pending.delete(id);
-    clearTimeout(entry.timer);
-    entry.detachSignal();
-    return entry;
+    return takePending(this.pending, id);
   }
 
   private onReply(endpoint: string, frames: Buffer[]): void {

@@ -261,7 +261,7 @@ interface Log {
   /** Where the frames end: the next batch goes here. */
   bytes: number;
   /** Where the zeros written ahead of the frames end (the runway, durable-fs.ts); >= bytes. */
-  preparedBytes: number;
+  runwayEnd: number;
 }
 
 /**
@@ -390,14 +390,14 @@ export class Journal {
           await writeFully(handle, header, 0);
           await handle.sync();
           const bytes = header.byteLength;
-          current = { handle, generation: log.generation, bytes, preparedBytes: bytes };
+          current = { handle, generation: log.generation, bytes, runwayEnd: bytes };
         } else {
           if (goodBytes < fileBytes && !runway) {
             await handle.truncate(goodBytes);
             await handle.sync();
           }
-          const preparedBytes = runway ? fileBytes : goodBytes;
-          current = { handle, generation: log.generation, bytes: goodBytes, preparedBytes };
+          const runwayEnd = runway ? fileBytes : goodBytes;
+          current = { handle, generation: log.generation, bytes: goodBytes, runwayEnd };
         }
       } catch (err) {
         await handle.close().catch(() => {});
@@ -598,11 +598,11 @@ export class Journal {
         : Buffer.concat(batch.frames, batch.bytes);
     try {
       const end = log.bytes + data.byteLength;
-      if (data.byteLength < RUNWAY_BATCH_BYTES && end > log.preparedBytes) {
+      if (data.byteLength < RUNWAY_BATCH_BYTES && end > log.runwayEnd) {
         // Zeros ahead first, so that this write and the next ones overwrite written blocks.
         const runwayEnd = end + RUNWAY_BYTES;
-        const from = Math.max(log.bytes, log.preparedBytes);
-        if (await writeRunway(log.handle, from, runwayEnd)) log.preparedBytes = runwayEnd;
+        const from = Math.max(log.bytes, log.runwayEnd);
+        if (await writeRunway(log.handle, from, runwayEnd)) log.runwayEnd = runwayEnd;
       }
       // Durable when it returns (LOG_FLAGS).
       await writeFully(log.handle, data, log.bytes);
@@ -611,7 +611,7 @@ export class Journal {
       // fails, later frames would sit behind garbage and be lost on replay: stop accepting.
       try {
         await log.handle.truncate(log.bytes);
-        log.preparedBytes = log.bytes;
+        log.runwayEnd = log.bytes;
       } catch (truncateErr) {
         this.failed = ioError(
           truncateErr,
@@ -717,7 +717,7 @@ async function createLog(dir: string, generation: number, frames: readonly Buffe
     // Durable on return (LOG_FLAGS).
     await writeFully(handle, data, 0);
     await fsyncDirectory(dir);
-    return { handle, generation, bytes: data.byteLength, preparedBytes: data.byteLength };
+    return { handle, generation, bytes: data.byteLength, runwayEnd: data.byteLength };
   } catch (err) {
     await handle.close().catch(() => {});
     await unlink(path).catch(() => {});
