@@ -12,6 +12,7 @@
  */
 import * as zmq from 'zeromq';
 import { CommError } from './errors.js';
+import { retryOnInterrupt } from './interrupted.js';
 import {
   BATCH_MAGIC,
   BATCH_MAX_BYTES,
@@ -105,7 +106,7 @@ export class ServiceSocket {
   }
 
   get endpoint(): string {
-    return this.router.lastEndpoint ?? '';
+    return retryOnInterrupt(() => this.router.lastEndpoint) ?? '';
   }
 
   onMessage(handler: (client: Buffer, frames: Buffer[]) => void): void {
@@ -174,9 +175,9 @@ export class ClientSocket {
       reconnectInterval: 100,
     });
     this.out = clientSendQueue(this.dealer, options.maxQueued ?? 1024);
-    this.dealer.connect(
-      typeof target === 'string' ? target : `tcp://${formatHost(target.host)}:${target.port}`,
-    );
+    const address =
+      typeof target === 'string' ? target : `tcp://${formatHost(target.host)}:${target.port}`;
+    retryOnInterrupt(() => this.dealer.connect(address));
     void this.receiveLoop();
   }
 
@@ -190,10 +191,11 @@ export class ClientSocket {
    * replies to what was sent before are lost.
    */
   onConnection(handler: (up: boolean) => void): void {
-    this.dealer.events.on('disconnect', () => {
+    const events = retryOnInterrupt(() => this.dealer.events);
+    events.on('disconnect', () => {
       if (!this.closed) handler(false);
     });
-    this.dealer.events.on('handshake', () => {
+    events.on('handshake', () => {
       if (!this.closed) handler(true);
     });
   }

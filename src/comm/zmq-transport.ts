@@ -21,6 +21,7 @@
  */
 import * as zmq from 'zeromq';
 import { CommError } from './errors.js';
+import { retryOnInterrupt } from './interrupted.js';
 import { encodeBatch, SendQueue, splitBatch } from './send-queue.js';
 import type { Frames, PeerEvent, Transport } from './transport.js';
 
@@ -63,9 +64,10 @@ class PeerLink {
       reconnectInterval: 100,
       reconnectMaxInterval: 1_000,
     });
-    this.socket.events.on('disconnect', () => onEvent({ kind: 'disconnected', rank }));
-    this.socket.events.on('handshake', () => onEvent({ kind: 'connected', rank }));
-    this.socket.connect(endpoint);
+    const events = retryOnInterrupt(() => this.socket.events);
+    events.on('disconnect', () => onEvent({ kind: 'disconnected', rank }));
+    events.on('handshake', () => onEvent({ kind: 'connected', rank }));
+    retryOnInterrupt(() => this.socket.connect(endpoint));
     this.out = new SendQueue((frames) => this.socket.send(frames), {
       maxQueued: options.maxQueuedPerPeer,
       fullError: () =>
@@ -177,7 +179,7 @@ export class ZmqTransport implements Transport {
         { cause: err },
       );
     }
-    const endpoint = pull.lastEndpoint;
+    const endpoint = retryOnInterrupt(() => pull.lastEndpoint);
     if (!endpoint)
       throw new CommError('COMM_WIREUP', `rank ${rank} bound on ${host} but got no endpoint`);
     return new ZmqTransport(rank, pull, endpoint, merged);

@@ -9,6 +9,7 @@ import { lookup } from 'node:dns/promises';
 import { pack, unpack } from 'msgpackr';
 import * as zmq from 'zeromq';
 import { CommError } from './errors.js';
+import { retryOnInterrupt } from './interrupted.js';
 import { formatHost, ZmqTransport, type ZmqTransportOptions } from './zmq-transport.js';
 
 export interface WireupOptions extends ZmqTransportOptions {
@@ -240,7 +241,8 @@ async function register(
 ): Promise<Extract<RendezvousReply, { type: 'table' }>> {
   const dealer = new zmq.Dealer({ linger: 0, receiveTimeout: timeoutMs });
   try {
-    dealer.connect(`tcp://${formatHost(await resolveHost(params.root.host))}:${params.root.port}`);
+    const root = `tcp://${formatHost(await resolveHost(params.root.host))}:${params.root.port}`;
+    retryOnInterrupt(() => dealer.connect(root));
     const request: RendezvousRequest = {
       type: 'register',
       rank: params.rank,
