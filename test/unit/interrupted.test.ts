@@ -12,7 +12,10 @@ function zmqError(code: string, errno: number, message: string): Error {
 }
 
 /** A call that fails with `error` `failures` times, then returns 'done'; counts its calls. */
-function failing(failures: number, error: () => Error): { call: () => string; calls: () => number } {
+function failing(
+  failures: number,
+  error: () => Error,
+): { call: () => string; calls: () => number } {
   let calls = 0;
   return {
     call: () => {
