@@ -7,13 +7,17 @@
  * (other copies, ranks it has declared dead).
  *
  * The port serves only reads of copies the rank holds, verified against their checksum as every
- * read is (ChunkStore.get), through the rank's own bound on concurrent requests.
+ * read is (ChunkStore.get), through the rank's own bound on concurrent requests. Reads may hold
+ * or wait for only `readSlots` of those at once, so rank 0's requests (the copies of uploads,
+ * repairs, deletes) always find some free, or wait behind at most that many reads, however many
+ * clients read here: those slots are served in arrival order, and a flood of queued reads would
+ * otherwise hold back uploads for seconds.
  */
 import { pack } from 'msgpackr';
 import { DIRECT_READS_PER_CLIENT } from '../protocol/client-protocol.js';
 import { StoreError, toWireError } from '../store/errors.js';
 import type { ClientChannel } from './client-channel.js';
-import type { Semaphore } from './semaphore.js';
+import { Semaphore } from './semaphore.js';
 import { decodeChunkRead } from './validate.js';
 
 export interface ChunkReadPortOptions {
@@ -21,6 +25,8 @@ export interface ChunkReadPortOptions {
   get(chunkId: string): Promise<Uint8Array>;
   /** The rank's bound on requests served at once, shared with rank 0's requests. */
   slots: Semaphore;
+  /** Of those, how many reads may hold or wait for at once (see the file comment). */
+  readSlots: number;
   /** A copy here failed its checksum: rank 0 should replace it. */
   onBadCopy(chunkId: string, reason: string): void;
   /** Called as each read begins (the scrub slows down while reads keep coming). */
@@ -45,11 +51,13 @@ export class ChunkReadPort {
   private bytesHeld = 0;
   private readonly reported = new Set<string>();
   private served = { count: 0, bytes: 0 };
+  private readonly readSlots: Semaphore;
 
   constructor(
     private readonly channel: ClientChannel,
     private readonly options: ChunkReadPortOptions,
   ) {
+    this.readSlots = new Semaphore(options.readSlots);
     channel.onMessage((client, frames) => void this.handle(client, frames));
   }
 
@@ -104,7 +112,9 @@ export class ChunkReadPort {
   private async read(chunkId: string): Promise<Uint8Array> {
     this.options.onRequest?.();
     try {
-      return await this.options.slots.with(() => this.options.get(chunkId));
+      return await this.readSlots.with(() =>
+        this.options.slots.with(() => this.options.get(chunkId)),
+      );
     } catch (err) {
       // Only a copy that is here and bad, and once. Any client can ask for any id, and rank 0
       // looks each notice up in its whole index, so unknown ids are not passed on; a copy lost

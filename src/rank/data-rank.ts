@@ -33,6 +33,12 @@ import type { ClientChannel } from './client-channel.js';
 import { Semaphore } from './semaphore.js';
 import { SCRUB_BUSY_WINDOW_MS, scrubPauseMs } from './scrub-pace.js';
 
+/**
+ * Request slots that clients' direct reads can never take all of: rank 0's requests (uploads'
+ * copies, repairs) always find these free or wait behind a bounded number of reads.
+ */
+const SLOTS_KEPT_FOR_RANK_0 = 4;
+
 export interface DataRankOptions {
   host: string;
   /**
@@ -47,6 +53,7 @@ export interface DataRankOptions {
    * disk can really take.
    */
   disk?: { id: string; freeBytes: number; sample: () => Promise<number> };
+  /** Requests served at once, rank 0's and clients' direct reads together (default 16). */
   maxConcurrentRequests?: number;
   /** Period of the heartbeat to rank 0 (each carries this rank's usage). */
   heartbeatIntervalMs?: number;
@@ -101,7 +108,8 @@ export class DataRank {
     private readonly store: ChunkStore,
     private readonly options: DataRankOptions,
   ) {
-    this.slots = new Semaphore(options.maxConcurrentRequests ?? 16);
+    const slots = options.maxConcurrentRequests ?? 16;
+    this.slots = new Semaphore(slots);
     this.peers = new DataClient(comm, options.commandTimeoutMs ?? 30_000);
     this.commandComm = comm;
     this.records = new RecordLookupCache(options.recordCacheBytes ?? 128 * 1024 * 1024, (id) =>
@@ -112,6 +120,7 @@ export class DataRank {
       this.readPort = new ChunkReadPort(options.readPort.channel, {
         get: (id) => store.get(id),
         slots: this.slots,
+        readSlots: Math.max(1, slots - SLOTS_KEPT_FOR_RANK_0),
         onBadCopy: (chunkId, reason) => this.tellBadCopy(chunkId, reason),
         onRequest: () => (this.lastRequestMs = this.comm.clock.now()),
       });

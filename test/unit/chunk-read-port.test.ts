@@ -3,7 +3,8 @@
  * safe from the clients that read from it: a client's reads count until their replies have gone
  * out (a client that asks and never takes its replies is stopped at 32), the bytes waiting to go
  * out are capped for all clients together (however many connections they open), and a corrupt
- * copy is reported to rank 0 once, an unknown id never. Method: the port over a fake channel
+ * copy is reported to rank 0 once, an unknown id never, and reads never take all the rank's
+ * request slots from rank 0. Method: the port over a fake channel
  * whose sends of chunk bytes stay pending until the test lets them go, and a fake store.
  */
 import { pack, unpack } from 'msgpackr';
@@ -56,15 +57,17 @@ class FakeChannel implements ClientChannel {
 function port(
   chunkBytes: number,
   get?: (id: string) => Promise<Uint8Array>,
-): { channel: FakeChannel; reported: string[] } {
+): { channel: FakeChannel; reported: string[]; slots: Semaphore } {
   const channel = new FakeChannel();
   const reported: string[] = [];
+  const slots = new Semaphore(16);
   new ChunkReadPort(channel, {
     get: get ?? (() => Promise.resolve(new Uint8Array(chunkBytes))),
-    slots: new Semaphore(16),
+    slots,
+    readSlots: 12,
     onBadCopy: (id) => reported.push(id),
   });
-  return { channel, reported };
+  return { channel, reported, slots };
 }
 
 /** Lets the port's reads and replies run. */
@@ -126,5 +129,32 @@ describe('a read port', () => {
       ...Array<string>(3).fill('STORE_NOT_FOUND'),
     ]);
     expect(reported).toEqual(['bad']);
+  });
+
+  it("keeps some of the rank's request slots for rank 0 however many reads wait, and serves every read in turn", async () => {
+    // Reads that stay on the disk until the test lets them finish.
+    const reading: Array<() => void> = [];
+    const { channel, slots } = port(1024, () => {
+      return new Promise((resolve) => reading.push(() => resolve(new Uint8Array(1024))));
+    });
+    for (let client = 1; client <= 4; client++)
+      for (let id = 1; id <= 5; id++) channel.request(client, id, `c${client}.${id}`);
+    await settle();
+    expect(reading).toHaveLength(12);
+
+    // Rank 0's next request (an upload's copy) gets a slot now, not after 20 reads.
+    let rank0Served = false;
+    void slots.acquire().then(() => (rank0Served = true));
+    await settle();
+    expect(rank0Served).toBe(true);
+    slots.release();
+
+    for (let round = 0; round < 3 && reading.length > 0; round++) {
+      for (const finish of reading.splice(0)) finish();
+      await settle();
+      channel.release();
+      await settle();
+    }
+    expect(channel.sent.filter((s) => s.reply.ok)).toHaveLength(20);
   });
 });
