@@ -57,13 +57,22 @@ class LauncherRun extends WatchedProcess {
 const runs: LauncherRun[] = [];
 const tempDirs: string[] = [];
 
+/**
+ * The test process's environment without MEMFLOW_* variables: the launcher passes them on to
+ * every rank, and tests that print a rank's MEMFLOW_* environment must not see the caller's
+ * (MEMFLOW_TEST_4GIB=0 from docs/TESTING.md, a MEMFLOW_SERVER for dfs-client).
+ */
+const BASE_ENV: NodeJS.ProcessEnv = Object.fromEntries(
+  Object.entries(process.env).filter(([key]) => !key.startsWith('MEMFLOW_')),
+);
+
 function launch(
   args: string[],
   options: { stdin?: 'pipe' | 'ignore'; env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): LauncherRun {
   const child = spawn(process.execPath, [BIN, ...args], {
     cwd: options.cwd ?? ROOT,
-    env: options.env ?? process.env,
+    env: options.env ?? BASE_ENV,
     stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
   });
   const run = new LauncherRun(child);
@@ -219,7 +228,7 @@ describe('memflow-run starts N ranks', () => {
       ],
       {
         cwd,
-        env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, MEMFLOW_NOTE: "a 'b' $c" },
+        env: { ...BASE_ENV, PATH: `${bin}:${process.env.PATH ?? ''}`, MEMFLOW_NOTE: "a 'b' $c" },
       },
     );
     expect(await run.ended()).toEqual({ code: 0, signal: null });
@@ -382,7 +391,7 @@ describe('--join', () => {
         "console.log(Object.keys(process.env).filter((k) => k.startsWith('MEMFLOW_')).sort().map((k) => `${k}=${process.env[k]}`).join(' '))",
       ],
       // An inherited MEMFLOW_JOIN is overridden; the launcher's other MEMFLOW_* pass as usual.
-      { env: { ...process.env, MEMFLOW_JOIN: 'x', MEMFLOW_NOTE: 'hi' } },
+      { env: { ...BASE_ENV, MEMFLOW_JOIN: 'x', MEMFLOW_NOTE: 'hi' } },
     );
     expect(await run.ended()).toEqual({ code: 0, signal: null });
     const env = (local: number): string =>
