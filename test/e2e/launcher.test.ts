@@ -1,7 +1,7 @@
 /**
  * Goal: memflow-run behaves like mpiexec from the outside: N tagged ranks, stdin to rank 0 only,
  * mpirun's exit policy, signals passed on as SIGTERM then SIGKILL, and no rank process left behind
- * even when the launcher itself is SIGKILLed.
+ * even when the launcher itself, or a rank's guard, is SIGKILLed.
  * Method: start `node bin/memflow-run.js ...` (needs `npm run build`: the launcher, its rank guard
  * and the probe program test/fixtures/rank-probe.ts run from dist/). Tests wait for the lines the
  * ranks print once ready (`ready rank=R size=S pid=P`, printed after their signal handlers are
@@ -14,12 +14,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { SETPRIV } from '../../launcher/spawners/program-group.js';
 import { WatchedProcess, type Exit } from '../helpers/watched-process.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const BIN = path.join(ROOT, 'bin', 'memflow-run.js');
 const PROBE = path.join(ROOT, 'dist', 'test', 'fixtures', 'rank-probe.js');
 const WAIT_MS = 15_000;
+
+if (SETPRIV === undefined)
+  console.warn(
+    'skipped: the guard-kill test needs Linux and setpriv (util-linux), which is not installed here',
+  );
 
 /** One launcher process, its output split into lines as it arrives. */
 class LauncherRun extends WatchedProcess {
@@ -99,6 +105,12 @@ function isRunning(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The parent of `pid`, from /proc (the field after the state). */
+function parentOf(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
 }
 
 /** Polls until none of `pids` runs; throws naming the survivors at the deadline. */
@@ -469,6 +481,24 @@ describe('signals', () => {
     expect(performance.now() - sentAt).toBeGreaterThanOrEqual(graceMs - 10);
     await expectAllGone(pids);
   });
+
+  it.skipIf(SETPRIV === undefined)(
+    "SIGKILL of a rank's guard takes the rank with it, and the job ends as for a killed rank",
+    async () => {
+      const run = launch(['-n', '2', '--', 'node', PROBE]);
+      const pids = await run.ready(2);
+      // The guard sits between the launcher and the rank; `ps` shows it with the rank's command.
+      const guard = parentOf(pids[1]!);
+      expect(guard).not.toBe(run.child.pid);
+      process.kill(guard, 'SIGKILL');
+      await expectAllGone([pids[1]!]);
+      expect(await run.ended()).toEqual({ code: 137, signal: null });
+      expect(run.stderr).toEqual([
+        'memflow-run: rank 1 on localhost was killed by SIGKILL; stopped the other ranks',
+      ]);
+      await expectAllGone(pids);
+    },
+  );
 
   it('SIGKILL of the launcher leaves no rank process behind', async () => {
     const run = launch(['-n', '3', '--grace-ms', '500', '--', 'node', PROBE, '--ignore-term']);
