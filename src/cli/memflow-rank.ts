@@ -24,6 +24,12 @@ function sizeOption(label: string) {
   };
 }
 
+/**
+ * This rank's number in its log lines. A joining rank's MEMFLOW_RANK is only its place among the
+ * joiners; rank 0 gives it its number, and runStore tells it here.
+ */
+let rank = process.env.MEMFLOW_JOIN === '1' ? 'joining' : (process.env.MEMFLOW_RANK ?? '?');
+
 async function main(): Promise<void> {
   const argv = await yargs(hideBin(process.argv))
     .scriptName('memflow-rank')
@@ -118,13 +124,17 @@ async function main(): Promise<void> {
     readCacheBytes: argv['read-cache'] ?? 0,
     httpPort: argv['http-port'],
   };
-  const rank = process.env.MEMFLOW_RANK ?? '?';
   const log = (line: string): void => console.error(`memflow-rank ${rank}: ${line}`);
   // The lines a caller waits for (and reads addresses from) go to stdout, the rest to stderr.
   const forStdout = (line: string): boolean =>
-    line.startsWith('MemFlow store ready') || line.startsWith('status page: ');
-  const running = await runStore(process.env, options, (line) =>
-    rank === '0' && forStdout(line) ? console.log(line) : log(line),
+    line.startsWith('MemFlow store ready') ||
+    line.startsWith('status page: ') ||
+    line.startsWith('joined the store at ');
+  const running = await runStore(
+    process.env,
+    options,
+    (line) => (forStdout(line) ? console.log(line) : log(line)),
+    (assigned) => (rank = String(assigned)),
   );
   let stopping = false;
   const stop = (): void => {
@@ -145,7 +155,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  const rank = process.env.MEMFLOW_RANK ?? '?';
   const message = isCommError(err) || err instanceof Error ? err.message : String(err);
   console.error(`memflow-rank ${rank}: ${message}`);
   if (process.env.MEMFLOW_DEBUG && err instanceof Error) console.error(err.stack);

@@ -49,11 +49,15 @@ export interface RunningRank {
   stop(): Promise<void>;
 }
 
-/** Joins the world and runs this rank's role. `log` gets human-readable lines for stderr. */
+/**
+ * Joins the world and runs this rank's role. `log` gets human-readable lines for stderr;
+ * `onRank` hears this rank's number as soon as it is known (a joining rank learns it from rank 0).
+ */
 export async function runStore(
   env: Record<string, string | undefined>,
   options: StoreOptions,
   log: (line: string) => void,
+  onRank?: (rank: number) => void,
 ): Promise<RunningRank> {
   // Rank 0 hears of ranks registering after the launch (restarts, joins) through the
   // rendezvous; the coordinator that handles them exists only once the world is up.
@@ -63,6 +67,7 @@ export async function runStore(
     onLateRegistration: (rank, endpoint) => late.onRegistered?.(rank, endpoint),
   });
   const { comm } = world;
+  onRank?.(comm.rank);
   const clock = new SystemClock();
   const host = env.MEMFLOW_HOST ?? '127.0.0.1';
   const rankDir = join(options.dataDir, `rank-${comm.rank}`);
@@ -92,6 +97,11 @@ export async function runStore(
       onPeer: (rank, endpoint) => world.transport.addPeer(rank, endpoint),
       readPort: { channel: readPort, endpoint: readPort.endpoint },
     });
+    // A rank started by `memflow-run --join` says where it went: nothing else in its output would.
+    if (env.MEMFLOW_JOIN === '1')
+      log(
+        `joined the store at ${env.MEMFLOW_ROOT ?? '?'} as rank ${comm.rank}; its chunks go to ${rankDir}`,
+      );
     const stopper = new AbortController();
     const done = dataRank.run(stopper.signal).finally(async () => {
       readPort.close();

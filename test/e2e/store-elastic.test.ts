@@ -153,6 +153,13 @@ describe('memflow-run --join', () => {
     await waitLine(store, /^rank 3 joined the world$/, mark).catch((err: Error) => {
       throw new Error(`${err.message}\n${joinTranscript()}`);
     });
+    // The joining launcher says where its rank went, tagged as its only rank.
+    const joined = `[j0] joined the store at ${joinAddress} as rank 3; its chunks go to ${path.join(store.dataDir, 'rank-3')}`;
+    await waitUntil(
+      `the joiner's line "${joined}"\n${joinTranscript()}`,
+      () => joinOut.join('').split('\n').includes(joined),
+      10_000,
+    );
     await waitReplicated(store, files, { 1: 'alive', 2: 'alive', 3: 'alive' });
     expect(fs.existsSync(path.join(store.dataDir, 'rank-3')), 'DATA_DIR/rank-3 exists').toBe(true);
 
