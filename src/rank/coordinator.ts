@@ -337,7 +337,10 @@ export class Coordinator {
         `rank ${rank} rejoined: ${reclaimed} copies taken back, ${surplus.length} surplus or stale copies trimmed`,
       );
     }
-    this.deleteCopies(surplus);
+    // Awaited: rejoin looks again after repairs, and a rank serves requests concurrently, so its
+    // list could otherwise come back before these deletions and count the same copies again
+    // (deleted twice, and their bytes taken off the rank's usage twice).
+    await this.deleteCopiesSettled(surplus);
   }
 
   /**
@@ -1101,21 +1104,30 @@ export class Coordinator {
   private deleteCopies(
     chunks: ReadonlyArray<Pick<ChunkRecord, 'id' | 'sizeBytes' | 'ranks'>>,
   ): void {
+    void this.deleteCopiesSettled(chunks);
+  }
+
+  /** deleteCopies, resolving once every rank asked has answered or failed (never rejects). */
+  private async deleteCopiesSettled(
+    chunks: ReadonlyArray<Pick<ChunkRecord, 'id' | 'sizeBytes' | 'ranks'>>,
+  ): Promise<void> {
     const byRank = new Map<number, Array<{ id: string; sizeBytes: number }>>();
     for (const c of chunks) {
       this.cache.delete(c.id);
       for (const r of c.ranks) byRank.set(r, [...(byRank.get(r) ?? []), c]);
     }
-    for (const [rank, list] of byRank) {
-      this.data
-        .request(rank, { op: 'delete', chunkIds: list.map((c) => c.id) })
-        .then(({ reply }) =>
-          list.forEach((c) => this.cluster.forget(rank, c.sizeBytes, reply.reportSeq)),
-        )
-        .catch((err: unknown) =>
-          this.opts.log(`rank ${rank} could not delete ${list.length} chunks: ${String(err)}`),
-        );
-    }
+    await Promise.all(
+      [...byRank].map(([rank, list]) =>
+        this.data
+          .request(rank, { op: 'delete', chunkIds: list.map((c) => c.id) })
+          .then(({ reply }) =>
+            list.forEach((c) => this.cluster.forget(rank, c.sizeBytes, reply.reportSeq)),
+          )
+          .catch((err: unknown) =>
+            this.opts.log(`rank ${rank} could not delete ${list.length} chunks: ${String(err)}`),
+          ),
+      ),
+    );
   }
 
   /** One rebalance at a time; a second request waits for the running one and gets its result. */

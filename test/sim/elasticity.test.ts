@@ -130,12 +130,18 @@ describe('failure detection and healing', () => {
     expect((await status(w, c)).underReplicatedChunks).toBe(0);
     const held = w.stores[2]!.list().length;
     expect(held).toBeGreaterThan(0);
+    const deletes = vi.spyOn(w.stores[2]!, 'delete');
     w.restart(2);
     await w.elapse(3000);
     const s = await status(w, c);
     expect(s.ranks.find((r) => r.rank === 2)?.state).toBe('alive');
-    // Everything rank 2 kept was re-created elsewhere meanwhile: all of it is surplus now.
+    // Everything rank 2 kept was re-created elsewhere meanwhile: all of it is surplus now, trimmed
+    // once (the second look after repairs must not find the same copies still there).
     expect(w.stores[2]!.list()).toEqual([]);
+    expect(deletes).toHaveBeenCalledTimes(held);
+    expect(w.rank0Log.filter((line) => line.startsWith('rank 2 rejoined:'))).toEqual([
+      `rank 2 rejoined: 0 copies taken back, ${held} surplus or stale copies trimmed`,
+    ]);
     await expectAllReadable(w, c, files);
   });
 

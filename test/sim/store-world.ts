@@ -276,6 +276,8 @@ export class StoreWorld {
   readonly channel = new MemoryChannel();
   readonly journal = new MemoryJournal();
   readonly stores: MemoryChunkStore[] = [];
+  /** Every line rank 0 logged, in order. */
+  readonly rank0Log: string[] = [];
   readonly comms: Communicator[] = [];
   /** Data rank r's read port (its current one: a restart binds a new one) and its endpoint. */
   readonly readPorts: MemoryChannel[] = [];
@@ -317,9 +319,10 @@ export class StoreWorld {
       heartbeatIntervalMs: 1000,
       deadAfterMs: 5000,
       readCacheBytes: this.options.readCacheBytes ?? 0,
-      log: process.env.MEMFLOW_SIM_LOG
-        ? (line) => console.log(`[${this.clock.now()} ms] rank 0: ${line}`)
-        : () => {},
+      log: (line) => {
+        this.rank0Log.push(line);
+        if (process.env.MEMFLOW_SIM_LOG) console.log(`[${this.clock.now()} ms] rank 0: ${line}`);
+      },
     });
     await this.coordinator.start(this.channel);
   }
