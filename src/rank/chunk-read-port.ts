@@ -11,7 +11,7 @@
  * or wait for only `readSlots` of those at once, so rank 0's requests (the copies of uploads,
  * repairs, deletes) always find some free, or wait behind at most that many reads, however many
  * clients read here: those slots are served in arrival order, and a flood of queued reads would
- * otherwise hold back uploads for seconds.
+ * otherwise hold back uploads until every read ahead of them had run.
  */
 import { pack } from 'msgpackr';
 import { DIRECT_READS_PER_CLIENT } from '../protocol/client-protocol.js';
