@@ -86,7 +86,12 @@
  * other volume (deadPuts counts those per id); otherwise it is dropped. One compaction runs at a
  * time, in the background after deletes and volume roll-overs, or on demand with compact(). Reads
  * during a compaction use the old copy until the new one is durable; the old file is closed when
- * its last reader finishes.
+ * its last reader finishes. The newest volume is never compacted, so it is sealed early, before
+ * its next batch, once its dead puts (deleted or replaced, not counting tombstones) are more than
+ * half its records and at least EARLY_SEAL_SHARE of a volume: otherwise deleting what a rank just
+ * stored gave no space back until the rank had written a whole volume more. Tombstones do not
+ * count, because compaction may have to carry them into the newest volume again, and counting
+ * them could seal and compact the same tombstones over and over.
  *
  * One process per directory: the data rank is the only writer.
  */
@@ -178,6 +183,11 @@ const SCAN_BLOCK_BYTES = 4 * 1024 * 1024;
 const COMPACT_GROUP_BYTES = 8 * 1024 * 1024;
 /** A volume with more garbage than this share of its record bytes is compacted. */
 const GARBAGE_RATIO = 0.5;
+/**
+ * The newest volume is sealed before it is full once its dead puts are more than GARBAGE_RATIO
+ * of its records and at least this share of a volume (64 MiB of 1 GiB): see the file comment.
+ */
+const EARLY_SEAL_SHARE = 1 / 16;
 
 const VOLUME_PATTERN = /^volume-(\d{1,12})\.dat$/;
 const ID_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
@@ -621,6 +631,8 @@ interface Volume {
   liveCount: number;
   /** Bytes of pad records: not counted as garbage when deciding what to compact. */
   padBytes: number;
+  /** Record bytes of puts here that were deleted or replaced since (compaction moves excluded). */
+  deadPutBytes: number;
   /** End of what the last fdatasync covered (tombstones do not wait for one). */
   syncedEnd: number;
   /** get()s reading from it now: a removed volume's file is closed when they finish. */
@@ -680,6 +692,8 @@ export class VolumeChunkStore implements ChunkStore {
   private syncWaiters: (() => void)[] = [];
 
   private compactionChain: Promise<unknown> = Promise.resolve();
+  /** The newest volume, when sealing it early failed (the next one could not be created). */
+  private noEarlySeal: Volume | undefined;
   private compactionRunning = false;
   private backgroundScheduled = false;
 
@@ -771,6 +785,7 @@ export class VolumeChunkStore implements ChunkStore {
     const seqOf = (b: Best): number => ('put' in b ? b.put.seq : b.deleteSeq);
     const kill = (entry: Entry, id: string): void => {
       entry.volume.liveBytes -= recordBytesOf(entry);
+      entry.volume.deadPutBytes += recordBytesOf(entry);
       entry.volume.liveCount--;
       increment(this.deadPuts, id);
     };
@@ -791,6 +806,7 @@ export class VolumeChunkStore implements ChunkStore {
         fileBytes,
         runwayEnd: 0,
         liveBytes: 0,
+        deadPutBytes: 0,
         liveCount: 0,
         padBytes: 0,
         syncedEnd: 0,
@@ -853,6 +869,7 @@ export class VolumeChunkStore implements ChunkStore {
             volume.liveCount++;
             best.set(r.id, { put: entry });
           } else {
+            volume.deadPutBytes += r.totalBytes;
             increment(this.deadPuts, r.id);
           }
         } else if (previous === undefined || r.seq > seqOf(previous)) {
@@ -928,6 +945,7 @@ export class VolumeChunkStore implements ChunkStore {
       fileBytes: VOLUME_FILE_HEADER_BYTES,
       runwayEnd: VOLUME_FILE_HEADER_BYTES,
       liveBytes: 0,
+      deadPutBytes: 0,
       liveCount: 0,
       padBytes: 0,
       syncedEnd: VOLUME_FILE_HEADER_BYTES,
@@ -1233,6 +1251,7 @@ export class VolumeChunkStore implements ChunkStore {
     this.chunks.delete(id);
     this.used -= entry.sizeBytes;
     entry.volume.liveBytes -= recordBytesOf(entry);
+    entry.volume.deadPutBytes += recordBytesOf(entry);
     entry.volume.liveCount--;
     increment(this.deadPuts, id);
   }
@@ -1296,13 +1315,19 @@ export class VolumeChunkStore implements ChunkStore {
         }
         const first = this.queue[0] as WriteItem;
         let volume = this.current;
-        if (volume.end > VOLUME_FILE_HEADER_BYTES && volume.end + first.bytes > this.volumeBytes) {
+        const full = volume.end + first.bytes > this.volumeBytes;
+        if (volume.end > VOLUME_FILE_HEADER_BYTES && (full || this.worthSealing(volume))) {
           try {
             volume = await this.roll();
           } catch (err) {
-            // Could not start the next volume (a full disk?): fail what waits, try again later.
-            for (const item of this.queue.splice(0)) item.reject(err);
-            continue;
+            if (full || this.failed) {
+              // Could not start the next volume (a full disk?): fail what waits, try again later.
+              for (const item of this.queue.splice(0)) item.reject(err);
+              continue;
+            }
+            // Sealing early only gives space back; on a full disk it must not stop the deletions
+            // that would free some. This volume goes on, and is sealed when full.
+            this.noEarlySeal = volume;
           }
         }
         let count = 0;
@@ -1554,6 +1579,16 @@ export class VolumeChunkStore implements ChunkStore {
     const recordBytes = v.fileBytes - VOLUME_FILE_HEADER_BYTES - v.padBytes;
     if (recordBytes <= 0) return 1;
     return (recordBytes - v.liveBytes) / recordBytes;
+  }
+
+  /** Whether the newest volume should be sealed early (see the file comment). */
+  private worthSealing(v: Volume): boolean {
+    const recordBytes = v.end - VOLUME_FILE_HEADER_BYTES - v.padBytes;
+    return (
+      v !== this.noEarlySeal &&
+      v.deadPutBytes >= this.volumeBytes * EARLY_SEAL_SHARE &&
+      v.deadPutBytes > GARBAGE_RATIO * recordBytes
+    );
   }
 
   /** The sealed volume with the largest garbage share above `minRatio`, if any. */

@@ -39,9 +39,11 @@ import {
 // middle of a record); 'eio' fails fdatasync, and the writes of a handle opened with O_DSYNC
 // (whose every write ends with the flush that failed); 'einval' refuses opens with O_DIRECT, as
 // tmpfs does; `fileLimit` refuses, with ENOSPC and nothing written, a write that would take a
-// file past that many bytes (a disk with that little room).
+// file past that many bytes (a disk with that little room); `creates` 'enospc' refuses to create
+// files (a full disk, on which files already there may still have blocks to write into).
 interface Faults {
   writes: 'ok' | 'enospc';
+  creates: 'ok' | 'enospc';
   fileLimit: number | undefined;
   partialWritten: boolean;
   datasync: 'ok' | 'eio';
@@ -52,6 +54,7 @@ interface Faults {
 }
 const fault = vi.hoisted((): Faults => ({
   writes: 'ok',
+  creates: 'ok',
   fileLimit: undefined,
   partialWritten: false,
   datasync: 'ok',
@@ -67,6 +70,9 @@ vi.mock('node:fs/promises', async (importOriginal) => {
     const flags = args[1];
     if (fault.direct === 'einval' && typeof flags === 'number' && flags & constants.O_DIRECT) {
       return failure('EINVAL', 'open');
+    }
+    if (fault.creates === 'enospc' && typeof flags === 'number' && flags & constants.O_CREAT) {
+      return failure('ENOSPC', 'open');
     }
     const handle = await real.open(...args);
     const dsync = typeof flags === 'number' && (flags & constants.O_DSYNC) !== 0;
@@ -111,6 +117,7 @@ const temps: string[] = [];
 const opened: VolumeChunkStore[] = [];
 afterEach(async () => {
   fault.writes = 'ok';
+  fault.creates = 'ok';
   fault.fileLimit = undefined;
   fault.partialWritten = false;
   fault.datasync = 'ok';
@@ -670,6 +677,81 @@ describe('VolumeChunkStore', () => {
     const reopened = await openStore(dir, options);
     await expectContents(reopened, chunks);
     for (let i = 1; i < 60; i += 3) expect(reopened.has(`c${i}`)).toBe(false);
+  });
+
+  it('seals the newest volume early once most of it is deleted, so its space comes back without writing a volume more', async () => {
+    const dir = await freshDir();
+    // 1 MiB volumes: sealing early needs 64 KiB of dead puts, and more than half the records.
+    const options = { volumeBytes: MiB };
+    const store = await openStore(dir, options);
+    const chunks = await putMany(store, 40, 8192);
+    expect(await volumeFiles(dir)).toEqual([volumeFileName(1)]);
+    // 30 of 40 deleted (240 KiB dead): volume 1 is sealed before a later tombstone is written.
+    for (let i = 0; i < 30; i++) {
+      await store.delete(`c${i}`);
+      chunks.delete(`c${i}`);
+    }
+    await store.compact(); // after the background one, which may already have done it
+    // Its 10 live chunks were copied on and the file removed (what is on disk now is the next
+    // volume, whose size is mostly the zeros of its runway).
+    expect(await volumeFiles(dir)).not.toContain(volumeFileName(1));
+    expect(store.stats().compaction.volumesCompacted).toBe(1);
+    await expectContents(store, chunks);
+    await store.close();
+    const reopened = await openStore(dir, options);
+    await expectContents(reopened, chunks);
+    for (let i = 0; i < 30; i++) expect(reopened.has(`c${i}`)).toBe(false);
+  });
+
+  it('takes deletions in the newest volume when sealing it early fails on a full disk', async () => {
+    const dir = await freshDir();
+    const options = { volumeBytes: MiB };
+    const store = await openStore(dir, options);
+    const chunks = await putMany(store, 40, 8192);
+    fault.creates = 'enospc';
+    for (let i = 0; i < 30; i++) {
+      await store.delete(`c${i}`);
+      chunks.delete(`c${i}`);
+    }
+    expect(await volumeFiles(dir)).toEqual([volumeFileName(1)]);
+    fault.creates = 'ok';
+    for (const [id, data] of await putMany(store, 2, 100, 'later')) chunks.set(id, data);
+    await expectContents(store, chunks);
+    await store.close();
+    await expectContents(await openStore(dir, options), chunks);
+  });
+
+  it('does not seal the newest volume early for a few deletions', async () => {
+    const dir = await freshDir();
+    const store = await openStore(dir, { volumeBytes: MiB });
+    // 7 of 8 deleted, but 56 KiB of dead puts: under a sixteenth of a volume.
+    await putMany(store, 8, 8192);
+    for (let i = 0; i < 7; i++) await store.delete(`c${i}`);
+    await putMany(store, 1, 100, 'next');
+    expect(await volumeFiles(dir)).toEqual([volumeFileName(1)]);
+  });
+
+  it('does not seal the newest volume early for tombstones, which compaction may carry on', async () => {
+    const dir = await freshDir();
+    // No background compaction: it would move volume 1's chunks into volume 2 midway, and their
+    // deletions would then be dead puts there.
+    const store = await openStore(dir, { volumeBytes: 64 * 1024, autoCompact: false });
+    // Small chunks until one lands in volume 2; then every one in volume 1 is deleted, which
+    // writes their tombstones into volume 2: most of its records, but no dead puts.
+    const inFirst: string[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const data = randomBytes(100);
+      await store.put(`t${i}`, data, chunkChecksum(data));
+      if (store.locate(`t${i}`).volume === 2) break;
+      inFirst.push(`t${i}`);
+    }
+    expect(inFirst.length).toBeGreaterThan(200);
+    for (const id of inFirst) await store.delete(id);
+    await putMany(store, 1, 100, 'next');
+    expect(await volumeFiles(dir)).toEqual([volumeFileName(1), volumeFileName(2)]);
+    // Volume 1, all dead puts now, goes; volume 2 stays the newest.
+    await store.compact();
+    expect(await volumeFiles(dir)).toEqual([volumeFileName(2)]);
   });
 
   it('carries a tombstone over while the put it deleted still lies in an older volume', async () => {
