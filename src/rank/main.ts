@@ -8,6 +8,7 @@ import { initWorld } from '../comm/init.js';
 import { ServiceSocket } from '../comm/zmq-service.js';
 import { SystemClock } from '../runtime/clock.js';
 import { VolumeChunkStore } from '../store/volume-chunk-store.js';
+import { lockDirectory } from '../store/directory-lock.js';
 import { diskId, freeBytes } from '../store/disk-space.js';
 import { FileIndex } from '../store/file-index.js';
 import { Journal } from '../store/journal.js';
@@ -71,6 +72,11 @@ export async function runStore(
   const clock = new SystemClock();
   const host = env.MEMFLOW_HOST ?? '127.0.0.1';
   const rankDir = join(options.dataDir, `rank-${comm.rank}`);
+  // Before anything in the folder is opened: a second process on it would corrupt it.
+  const lock = await lockDirectory(rankDir).catch(async (err: unknown) => {
+    await world.finalize().catch(() => undefined);
+    throw err;
+  });
 
   if (comm.rank !== 0) {
     // Chunks live in append-only volume files with group commit: one fsync covers every chunk
@@ -107,6 +113,7 @@ export async function runStore(
       readPort.close();
       await store.close();
       await world.finalize();
+      await lock.release();
     });
     return {
       rank: comm.rank,
@@ -173,6 +180,7 @@ export async function runStore(
       await coordinator.stop();
       await journal.close();
       await world.finalize();
+      await lock.release();
       resolveDone();
     },
   };

@@ -17,17 +17,21 @@
  * from their files, one per chunk or append-only volumes) and those the ranks report must be the
  * copies the committed files list in their metadata, nothing more.
  */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FileMetadata, ListEntry } from '../../src/protocol/client-protocol.js';
 import {
   KiB,
+  MEMFLOW_RUN,
   MiB,
   StoreProcess,
   cleanupStores,
   describeRun,
   dfs,
   isRunning,
+  freePort,
   makeTempDir,
   sha256Of,
   startDfs,
@@ -161,6 +165,31 @@ describe('restart on the same data dir (64 KiB chunks)', () => {
     expect(again.stdout.join('\n')).toContain(`${acked.files.size} files)`);
     await expectAllBack(again, acked);
     await expectNoLeftoverCopies(again);
+  });
+
+  it('a second store on a data dir in use is refused, rank 0 naming the folder and its holder, and the first keeps serving', async () => {
+    const work = makeTempDir('durability-work');
+    const store = await StoreProcess.start({ chunkSize: '64K', ranks: 3 });
+    const file = path.join(work, 'kept.bin');
+    const sha = await writePseudoRandomFile(file, 300 * KiB, 'kept');
+    await client(store, [file, '-a'], 0);
+
+    // Bounded: a launcher that outlived the timeout would be stopped, and its ranks with it.
+    const second = spawnSync(
+      process.execPath,
+      [MEMFLOW_RUN, '-n', '3', '--data-dir', store.dataDir, '--port', String(await freePort())],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    const transcript = `second store:\n${second.stdout}${second.stderr}`;
+    expect(second.status, transcript).toBe(1);
+    const rank0Dir = path.join(fs.realpathSync(store.dataDir), 'rank-0');
+    expect(second.stderr, transcript).toContain(
+      `[0] memflow-rank 0: ${rank0Dir} is in use by another MemFlow rank (pid ${store.rankPids.get(0)} on `,
+    );
+    expect(second.stdout, transcript).not.toContain('MemFlow store ready');
+
+    const back = await client(store, ['kept.bin', '-r', '-o', '-'], 0);
+    expect(sha256Of(back.stdout)).toBe(sha);
   });
 
   it('SIGKILL of every rank process at once (a crash), then restart: every acknowledged file is back byte for byte', async () => {
