@@ -22,7 +22,7 @@ export interface DirectoryLock {
 }
 
 /** The file, inside the locked folder, that names the process holding it. */
-export const LOCK_NOTE = 'in-use-by.json';
+const LOCK_NOTE = 'in-use-by.json';
 
 /**
  * Takes `dir` (created if missing) for this process until release() or exit. Rejects with an
