@@ -69,7 +69,7 @@ export function startProgramGroup(
  * The path of `program` as execvp would find it: as given when it names a path, else the first
  * executable regular file of that name in PATH; undefined when there is none.
  */
-export function findExecutable(program: string): string | undefined {
+function findExecutable(program: string): string | undefined {
   const candidates = program.includes('/')
     ? [program]
     : (process.env.PATH ?? '')
