@@ -721,23 +721,18 @@ describe('VolumeChunkStore', () => {
     await expectContents(await openStore(dir, options), chunks);
   });
 
-  it('does not seal the newest volume early for a few deletions, nor while a quarter of it lives', async () => {
+  it.each([
+    // 56 KiB of dead puts: under a sixteenth of a volume.
+    { stored: 8, deleted: 7, why: 'a few deletions' },
+    // 192 KiB of dead puts, but 3/5 of the records: compacting would copy 2 bytes per 3 freed.
+    { stored: 40, deleted: 24, why: 'a volume of which a quarter or more lives' },
+  ])('does not seal the newest volume early for $why', async ({ stored, deleted }) => {
     const dir = await freshDir();
     const store = await openStore(dir, { volumeBytes: MiB });
-    // 7 of 8 deleted, but 56 KiB of dead puts: under a sixteenth of a volume.
-    await putMany(store, 8, 8192);
-    for (let i = 0; i < 7; i++) await store.delete(`c${i}`);
+    await putMany(store, stored, 8192);
+    for (let i = 0; i < deleted; i++) await store.delete(`c${i}`);
     await putMany(store, 1, 100, 'next');
     expect(await volumeFiles(dir)).toEqual([volumeFileName(1)]);
-
-    // 24 of 40 deleted: 192 KiB of dead puts, but 3/5 of the records: compacting now would copy
-    // two bytes for every three it frees.
-    const other = await freshDir();
-    const second = await openStore(other, { volumeBytes: MiB });
-    await putMany(second, 40, 8192);
-    for (let i = 0; i < 24; i++) await second.delete(`c${i}`);
-    await putMany(second, 1, 100, 'next');
-    expect(await volumeFiles(other)).toEqual([volumeFileName(1)]);
   });
 
   it('does not seal the newest volume early for tombstones, which compaction may carry on', async () => {
