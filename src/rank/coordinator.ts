@@ -340,7 +340,7 @@ export class Coordinator {
     // Awaited: rejoin looks again after repairs, and a rank serves requests concurrently, so its
     // list could otherwise come back before these deletions and count the same copies again
     // (deleted twice, and their bytes taken off the rank's usage twice).
-    await this.deleteCopiesSettled(surplus);
+    await this.deleteCopies(surplus);
   }
 
   /**
@@ -375,7 +375,7 @@ export class Coordinator {
       index: chunk.index,
       ranks: record.ranks.filter((r) => r !== rank),
     });
-    this.deleteCopies([{ id: record.id, sizeBytes: record.sizeBytes, ranks: [rank] }]);
+    void this.deleteCopies([{ id: record.id, sizeBytes: record.sizeBytes, ranks: [rank] }]);
     void this.repairer.schedule();
   }
 
@@ -661,7 +661,7 @@ export class Coordinator {
     const ranks = await this.storeCopies(id, checksum, bytes);
     if (upload.closed) {
       // Aborted while the copies were being written: they are leftovers now.
-      this.deleteCopies([{ id, sizeBytes: bytes.length, ranks }]);
+      void this.deleteCopies([{ id, sizeBytes: bytes.length, ranks }]);
       throw new StoreError('STORE_CONFLICT', `upload of "${upload.name}" was aborted`);
     }
     upload.chunks.set(index, { index, id, sizeBytes: bytes.length, checksum, ranks });
@@ -712,7 +712,8 @@ export class Coordinator {
     if (stored.length < want) {
       // Acknowledging fewer copies than promised would let one more failure lose the chunk:
       // take back what was written and fail this chunk instead.
-      if (stored.length > 0) this.deleteCopies([{ id, sizeBytes: bytes.length, ranks: stored }]);
+      if (stored.length > 0)
+        void this.deleteCopies([{ id, sizeBytes: bytes.length, ranks: stored }]);
       if (
         lastError instanceof StoreError &&
         (lastError.code === 'STORE_CORRUPT' || lastError.code === 'STORE_NO_SPACE')
@@ -861,7 +862,7 @@ export class Coordinator {
     upload.closed = true;
     this.uploads.delete(upload.id);
     this.opts.log(`upload of "${upload.name}" ${why}; removing its ${upload.chunks.size} chunks`);
-    this.deleteCopies([...upload.chunks.values()]);
+    void this.deleteCopies([...upload.chunks.values()]);
   }
 
   // ---- reads ----------------------------------------------------------------------------------
@@ -1077,7 +1078,7 @@ export class Coordinator {
     const retired = this.retired.get(key);
     if (retired) {
       this.retired.delete(key);
-      this.deleteCopies(retired.chunks);
+      void this.deleteCopies(retired.chunks);
     }
   }
 
@@ -1097,18 +1098,14 @@ export class Coordinator {
   private retire(file: FileVersion): void {
     const key = versionKey(file);
     if ((this.pins.get(key) ?? 0) > 0) this.retired.set(key, file);
-    else this.deleteCopies(file.chunks);
+    else void this.deleteCopies(file.chunks);
   }
 
-  /** Best effort: a copy that cannot be deleted now is collected at the next start-up. */
-  private deleteCopies(
-    chunks: ReadonlyArray<Pick<ChunkRecord, 'id' | 'sizeBytes' | 'ranks'>>,
-  ): void {
-    void this.deleteCopiesSettled(chunks);
-  }
-
-  /** deleteCopies, resolving once every rank asked has answered or failed (never rejects). */
-  private async deleteCopiesSettled(
+  /**
+   * Best effort: a copy that cannot be deleted now is collected at the next start-up. Resolves
+   * once every rank asked has answered or failed; never rejects (most callers do not wait).
+   */
+  private async deleteCopies(
     chunks: ReadonlyArray<Pick<ChunkRecord, 'id' | 'sizeBytes' | 'ranks'>>,
   ): Promise<void> {
     const byRank = new Map<number, Array<{ id: string; sizeBytes: number }>>();
@@ -1139,7 +1136,8 @@ export class Coordinator {
       cluster: this.cluster,
       data: this.data,
       commit: (record) => this.commit(record),
-      deleteCopy: (rank, id, sizeBytes) => this.deleteCopies([{ id, sizeBytes, ranks: [rank] }]),
+      deleteCopy: (rank, id, sizeBytes) =>
+        void this.deleteCopies([{ id, sizeBytes, ranks: [rank] }]),
       log: (line) => this.opts.log(line),
     }).finally(() => (this.rebalancing = undefined));
     return this.rebalancing;

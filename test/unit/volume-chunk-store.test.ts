@@ -201,6 +201,44 @@ function recordEnd(store: VolumeChunkStore, id: string): number {
   return where.dataOffset + where.sizeBytes;
 }
 
+/** Stores `text` as chunk `id`, and records it in `chunks`, the model of what the store holds. */
+async function putText(
+  store: VolumeChunkStore,
+  chunks: Map<string, Buffer>,
+  id: string,
+  text: string,
+): Promise<void> {
+  const data = Buffer.from(text);
+  await store.put(id, data, chunkChecksum(data));
+  chunks.set(id, data);
+}
+
+/**
+ * A fresh folder holding `count` chunks of `size` bytes, the store closed: its chunks, where the
+ * last one's record starts and ends, and volume 1's path and size.
+ */
+async function closedVolume(
+  count: number,
+  size: number,
+): Promise<{
+  dir: string;
+  chunks: Map<string, Buffer>;
+  lastStart: number;
+  end: number;
+  path: string;
+  size: number;
+}> {
+  const dir = await freshDir();
+  const store = await openStore(dir);
+  const chunks = await putMany(store, count, size);
+  const last = `c${count - 1}`;
+  const lastStart = store.locate(last).recordOffset;
+  const end = recordEnd(store, last);
+  await store.close();
+  const path = join(dir, volumeFileName(1));
+  return { dir, chunks, lastStart, end, path, size: (await stat(path)).size };
+}
+
 /** Flips one byte of a file at `offset`. */
 async function flipByte(path: string, offset: number): Promise<void> {
   const bytes = await readFile(path);
@@ -261,13 +299,7 @@ describe('VolumeChunkStore', () => {
   });
 
   it('writes small puts inside a runway of zeros written ahead of them, and keeps it on reopen', async () => {
-    const dir = await freshDir();
-    const store = await openStore(dir);
-    const chunks = await putMany(store, 50, 4096);
-    const end = recordEnd(store, 'c49');
-    await store.close();
-    const path = join(dir, volumeFileName(1));
-    const size = (await stat(path)).size;
+    const { dir, chunks, end, path, size } = await closedVolume(50, 4096);
     // One runway of 4 MiB, written before the first put, served all 50.
     expect(size - end).toBeGreaterThan(4 * MiB - 256 * 1024);
     expect(size - end).toBeLessThan(4 * MiB);
@@ -278,9 +310,7 @@ describe('VolumeChunkStore', () => {
     expect(reopened.stats().recovery).toEqual({ droppedTailBytes: 0, damagedVolumes: [] });
     expect((await stat(path)).size).toBe(size);
     // Appends go on right after the last record, inside the same runway.
-    const more = Buffer.from('after the runway was found again');
-    await reopened.put('more', more, chunkChecksum(more));
-    chunks.set('more', more);
+    await putText(reopened, chunks, 'more', 'after the runway was found again');
     expect(reopened.locate('more').recordOffset).toBe(end);
     await reopened.close();
     expect((await stat(path)).size).toBe(size);
@@ -301,11 +331,8 @@ describe('VolumeChunkStore', () => {
     expect(reopened.stats().recovery).toEqual({ droppedTailBytes: 0, damagedVolumes: [] });
     // Room again: the next small puts write their runway first.
     fault.fileLimit = undefined;
-    for (const id of ['more', 'and-more']) {
-      const more = Buffer.from(`${id}, with a runway again`);
-      await reopened.put(id, more, chunkChecksum(more));
-      chunks.set(id, more);
-    }
+    for (const id of ['more', 'and-more'])
+      await putText(reopened, chunks, id, `${id}, with a runway again`);
     expect((await stat(path)).size).toBeGreaterThan(end + 4 * MiB - 1024);
     await reopened.close();
     await expectContents(await openStore(dir), chunks);
@@ -354,13 +381,7 @@ describe('VolumeChunkStore', () => {
   });
 
   it('drops a record cut short at the end of the newest volume and truncates the file', async () => {
-    const dir = await freshDir();
-    const store = await openStore(dir);
-    const chunks = await putMany(store, 3, 3000);
-    const lastStart = store.locate('c2').recordOffset;
-    const end = recordEnd(store, 'c2');
-    await store.close();
-    const path = join(dir, volumeFileName(1));
+    const { dir, chunks, lastStart, end, path } = await closedVolume(3, 3000);
     await truncate(path, end - 1000);
 
     const reopened = await openStore(dir);
@@ -369,9 +390,7 @@ describe('VolumeChunkStore', () => {
     expect(reopened.stats().recovery.droppedTailBytes).toBe(end - 1000 - lastStart);
     expect((await stat(path)).size).toBe(lastStart);
     // Appends continue right after the last good record and survive the next reopen.
-    const more = Buffer.from('after the torn tail');
-    await reopened.put('more', more, chunkChecksum(more));
-    chunks.set('more', more);
+    await putText(reopened, chunks, 'more', 'after the torn tail');
     await reopened.close();
     const third = await openStore(dir);
     await expectContents(third, chunks);
@@ -380,13 +399,7 @@ describe('VolumeChunkStore', () => {
 
   it('drops garbage after the last record (a write torn inside the runway), and nothing else', async () => {
     for (const tail of [randomBytes(1000), Buffer.alloc(5000), Buffer.from('MFCR')]) {
-      const dir = await freshDir();
-      const store = await openStore(dir);
-      const chunks = await putMany(store, 5, 2000);
-      const end = recordEnd(store, 'c4');
-      await store.close();
-      const path = join(dir, volumeFileName(1));
-      const size = (await stat(path)).size;
+      const { dir, chunks, end, path, size } = await closedVolume(5, 2000);
       await writeAt(path, tail, end);
 
       const reopened = await openStore(dir);
@@ -398,22 +411,14 @@ describe('VolumeChunkStore', () => {
       expect((await stat(path)).size).toBe(dropped > 0 ? end : size);
       expect(reopened.stats().recovery.damagedVolumes).toEqual([]);
       // Appends go on after the last record.
-      const more = Buffer.from('after the tail');
-      await reopened.put('more', more, chunkChecksum(more));
-      chunks.set('more', more);
+      await putText(reopened, chunks, 'more', 'after the tail');
       await reopened.close();
       await expectContents(await openStore(dir), chunks);
     }
   });
 
   it('drops garbage appended past the runway, and nothing else', async () => {
-    const dir = await freshDir();
-    const store = await openStore(dir);
-    const chunks = await putMany(store, 5, 2000);
-    const end = recordEnd(store, 'c4');
-    await store.close();
-    const path = join(dir, volumeFileName(1));
-    const size = (await stat(path)).size;
+    const { dir, chunks, end, path, size } = await closedVolume(5, 2000);
     await appendFile(path, Buffer.from('MFCR'));
     const reopened = await openStore(dir);
     await expectContents(reopened, chunks);
