@@ -1,6 +1,6 @@
 /**
  * Many waits on one AbortSignal, as one listener on it: a download keeps up to 16 requests
- * outstanding (to rank 0 and to the read ports), and Node warns on stderr past 10 listeners of
+ * outstanding (to rank 0 and to the chunk ports), and Node warns on stderr past 10 listeners of
  * one signal.
  */
 export class AbortWatchers {

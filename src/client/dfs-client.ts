@@ -65,7 +65,7 @@ export const DEFAULT_TIMEOUT_MS = 30_000;
  * of milliseconds here; rank 0 knows within seconds when a rank has stopped answering.
  */
 const DIRECT_READ_TIMEOUT_MS = 10_000;
-/** A read port not connected to within this is passed over for rank 0 (it may be unreachable). */
+/** A chunk port not connected to within this is passed over for rank 0 (it may be unreachable). */
 const DIRECT_CONNECT_TIMEOUT_MS = 2_000;
 /** Best-effort clean-up requests (put-abort, get-end) wait at most this long. */
 const CLEANUP_TIMEOUT_MS = 2_000;
@@ -536,7 +536,7 @@ export class DfsClient {
     this.direct?.close();
   }
 
-  /** Connections to the data ranks' read ports, made on the first download that uses them. */
+  /** Connections to the data ranks' chunk ports, made on the first download that uses them. */
   private directReader(): DirectReader {
     this.direct ??= new DirectReader(
       Math.min(this.timeoutMs, DIRECT_READ_TIMEOUT_MS),

@@ -1,5 +1,5 @@
 /**
- * Direct reads (docs/PROTOCOL.md): a download of large chunks reads each one from the read port
+ * Direct reads (docs/PROTOCOL.md): a download of large chunks reads each one from the chunk port
  * of a data rank that holds a copy, instead of through rank 0. Rank 0 still opens the read (and
  * so pins the version) and says where the copies are; this is only a shorter path for the bytes.
  *
@@ -38,17 +38,17 @@ interface Pending extends Waiting {
 }
 
 /**
- * How long a read port that dropped its connection, or could not be connected to, is left
+ * How long a chunk port that dropped its connection, or could not be connected to, is left
  * alone: its rank died, restarted on another port, or cannot be reached from here, and a new
  * connection would wait in vain for the whole connect timeout of every download.
  */
 const LOST_PORT_RETRY_MS = 30_000;
 
-/** A client's connections to data ranks' read ports, one per endpoint, kept across downloads. */
+/** A client's connections to data ranks' chunk ports, one per endpoint, kept across downloads. */
 export class DirectReader {
   private readonly sockets = new Map<string, ClientSocket>();
   private readonly pending = new Map<number, Pending>();
-  /** Read ports given up on, and until when they are not tried again. */
+  /** Chunk ports given up on, and until when they are not tried again. */
   private readonly lost = new Map<string, number>();
   /** One listener per AbortSignal, however many reads wait on it. */
   private readonly aborts = new AbortWatchers();
@@ -66,7 +66,7 @@ export class DirectReader {
   ) {}
 
   /**
-   * The copy `chunkId` from the read port at `endpoint`. Rejects with a DirectReadError, at once
+   * The copy `chunkId` from the chunk port at `endpoint`. Rejects with a DirectReadError, at once
    * when `signal` fires (the caller then stops, as its own requests do).
    */
   read(endpoint: string, chunkId: string, signal?: AbortSignal): Promise<Buffer> {
@@ -232,7 +232,7 @@ export class DirectDownload {
 /**
  * The get-begin reply's `direct` field, when it is well formed and fits the file; else undefined.
  * A client that reaches rank 0 at an address other than loopback is on another machine than the
- * ranks may be: read ports on a loopback address would be its own machine's, and are left out.
+ * ranks may be: chunk ports on a loopback address would be its own machine's, and are left out.
  */
 export function directSourcesOf(
   value: unknown,

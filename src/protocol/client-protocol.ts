@@ -231,7 +231,7 @@ export interface GetBeginResult {
   direct?: DirectSources;
 }
 
-// ---- Direct reads: a data rank's read port --------------------------------------------------------
+// ---- Direct reads and writes: a data rank's chunk port ----------------------------------------
 
 /**
  * Chunks of at least this size may be read straight from the data ranks that hold them, not
@@ -243,7 +243,7 @@ export const DIRECT_READ_MIN_CHUNK_BYTES = 512 * 1024;
 
 /**
  * The get-begin reply's offer of direct reads: chunk i's id is `chunkIds[i]`; the holders of a
- * copy (metadata.chunks[i].copies) that are reachable have their read port in `endpoints`.
+ * copy (metadata.chunks[i].copies) that are reachable have their chunk port in `endpoints`.
  */
 export interface DirectSources {
   chunkIds: string[];
@@ -253,7 +253,7 @@ export interface DirectSources {
 }
 
 /**
- * The one request a data rank's read port takes (same envelope as rank 0's requests). The reply
+ * The one request a data rank's chunk port takes (same envelope as rank 0's requests). The reply
  * carries the copy's bytes in frame 1, verified against their checksum on the way out. Errors:
  * STORE_NOT_FOUND (no such copy here), STORE_CORRUPT (the copy failed its checksum; the rank tells
  * rank 0, which replaces it), STORE_BUSY (more than DIRECT_READS_PER_CLIENT outstanding),
@@ -265,7 +265,7 @@ export interface ChunkRead {
   chunkId: string;
 }
 
-/** The requests one client may have outstanding at one data rank's read port. */
+/** The requests one client may have outstanding at one data rank's chunk port. */
 export const DIRECT_READS_PER_CLIENT = 32;
 
 /**
@@ -293,7 +293,7 @@ export interface RankStatus {
   primaryCopies: number;
   replicaCopies: number;
   /**
-   * Chunks clients read straight from this rank's read port since it started, and their bytes
+   * Chunks clients read straight from this rank's chunk port since it started, and their bytes
    * (reads through rank 0 are counted by rank 0's request metrics). Absent before its first report.
    */
   directReads?: { count: number; bytes: number };

@@ -22,8 +22,8 @@ export interface RankInfo {
   reportSeq: number;
   /** The file system its chunks live on (host:device), when it said. */
   diskId?: string;
-  /** Its read port, where clients read large chunks directly (when it has one). */
-  readEndpoint?: string;
+  /** Its chunk port, where clients read large chunks directly (when it has one). */
+  portEndpoint?: string;
   /** What that port has served since the rank started, by its last report. */
   directReads?: { count: number; bytes: number };
 }
@@ -52,7 +52,7 @@ export class Cluster {
         ? offeredCapacity(report.capacityBytes, report.usedBytes, report.disk.freeBytes, sharers)
         : report.capacityBytes,
       ...(report.disk && { diskId: report.disk.id }),
-      ...(report.readEndpoint !== undefined && { readEndpoint: report.readEndpoint }),
+      ...(report.portEndpoint !== undefined && { portEndpoint: report.portEndpoint }),
       ...(report.directReads !== undefined && { directReads: report.directReads }),
       usedBytes: report.usedBytes,
       reservedBytes: known?.reservedBytes ?? 0,

@@ -889,9 +889,9 @@ export class Coordinator {
   }
 
   /**
-   * Where the client may read a file of large chunks itself: each chunk's id, and the read ports
+   * Where the client may read a file of large chunks itself: each chunk's id, and the chunk ports
    * of the live ranks that hold copies. None for small chunks (rank 0 batches and caches those)
-   * or when no holder has a read port; the client then reads every chunk through rank 0.
+   * or when no holder has a chunk port; the client then reads every chunk through rank 0.
    */
   private directSources(file: FileVersion): DirectSources | undefined {
     if (file.chunks.length < 2 || file.chunkSizeBytes < DIRECT_READ_MIN_CHUNK_BYTES)
@@ -899,7 +899,7 @@ export class Coordinator {
     const holders = new Set(file.chunks.flatMap((c) => c.ranks));
     const endpoints: DirectSources['endpoints'] = [];
     for (const rank of [...holders].sort((a, b) => a - b)) {
-      const endpoint = this.cluster.get(rank)?.readEndpoint;
+      const endpoint = this.cluster.get(rank)?.portEndpoint;
       if (endpoint !== undefined && this.cluster.isAlive(rank)) endpoints.push({ rank, endpoint });
     }
     if (endpoints.length === 0) return undefined;

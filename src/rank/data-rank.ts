@@ -28,7 +28,7 @@ import {
   type PeerUpdate,
   type RankReport,
 } from './messages.js';
-import { ChunkReadPort } from './chunk-read-port.js';
+import { ChunkPort } from './chunk-port.js';
 import type { ClientChannel } from './client-channel.js';
 import { Semaphore } from './semaphore.js';
 import { SCRUB_BUSY_WINDOW_MS, scrubPauseMs } from './scrub-pace.js';
@@ -73,10 +73,10 @@ export interface DataRankOptions {
   /** Tells the transport where a restarted or joined rank can now be reached. */
   onPeer?: (rank: number, endpoint: string) => void;
   /**
-   * The socket clients read large chunks from directly (chunk-read-port.ts), and the endpoint
+   * The socket clients read large chunks from directly (chunk-port.ts), and the endpoint
    * they reach it at, which every report carries to rank 0. Without one, reads go through rank 0.
    */
-  readPort?: { channel: ClientChannel; endpoint: string };
+  chunkPort?: { channel: ClientChannel; endpoint: string };
   log?: (line: string) => void;
 }
 
@@ -101,7 +101,7 @@ export class DataRank {
   private reportSeq = 0;
   /** The disk's free bytes at the last sample. */
   private diskFreeBytes: number | undefined;
-  private readonly readPort: ChunkReadPort | undefined;
+  private readonly chunkPort: ChunkPort | undefined;
 
   constructor(
     private readonly comm: Communicator,
@@ -116,8 +116,8 @@ export class DataRank {
       store.get(id),
     );
     this.diskFreeBytes = options.disk?.freeBytes;
-    if (options.readPort) {
-      this.readPort = new ChunkReadPort(options.readPort.channel, {
+    if (options.chunkPort) {
+      this.chunkPort = new ChunkPort(options.chunkPort.channel, {
         get: (id) => store.get(id),
         slots: this.slots,
         readSlots: Math.max(1, slots - SLOTS_KEPT_FOR_RANK_0),
@@ -233,9 +233,9 @@ export class DataRank {
       usedBytes: this.store.usedBytes(),
       capacityBytes: this.capacityBytes(),
       chunkCount: this.store.chunkCount(),
-      ...(this.readPort && {
-        readEndpoint: this.options.readPort!.endpoint,
-        directReads: this.readPort.readsServed,
+      ...(this.chunkPort && {
+        portEndpoint: this.options.chunkPort!.endpoint,
+        directReads: this.chunkPort.readsServed,
       }),
       // Rank 0 caps the capacity by this rank's share of the disk: ranks of one host may share it.
       ...(this.options.disk &&

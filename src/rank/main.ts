@@ -18,12 +18,12 @@ import { DataRank } from './data-rank.js';
 import { StatusServer } from './status-page/server.js';
 
 /**
- * A data rank's read port (chunk-read-port.ts). Its requests are a few dozen bytes; ServiceSocket
+ * A data rank's chunk port (chunk-port.ts). Its requests are a few dozen bytes; ServiceSocket
  * still takes frames up to a batch body's limit (BATCH_MAX_BYTES, 256 KiB), and ZeroMQ drops a
  * connection that sends a larger one. Replies are whole chunks: a short queue, and a short wait
  * for a client that does not take them, so that one such client holds up the others briefly.
  */
-const READ_PORT_OPTIONS = { maxMessageBytes: 1024, maxQueued: 256, sendTimeoutMs: 2_000 };
+const CHUNK_PORT_OPTIONS = { maxMessageBytes: 1024, maxQueued: 256, sendTimeoutMs: 2_000 };
 
 export interface StoreOptions {
   port: number;
@@ -92,7 +92,7 @@ export async function runStore(
       options.capacityBytes ?? (hostCapacity ? parseSize(hostCapacity) : Infinity);
     // Clients read large chunks here directly, on the address the rank's peers reach it at, on a
     // port of the kernel's choosing that its reports tell rank 0.
-    const readPort = await ServiceSocket.bind(world.host, 0, READ_PORT_OPTIONS);
+    const chunkPort = await ServiceSocket.bind(world.host, 0, CHUNK_PORT_OPTIONS);
     const dataRank = new DataRank(comm, store, {
       host,
       capacityBytes,
@@ -101,7 +101,7 @@ export async function runStore(
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       scrubBytesPerSecond: options.scrubBytesPerSecond,
       onPeer: (rank, endpoint) => world.transport.addPeer(rank, endpoint),
-      readPort: { channel: readPort, endpoint: readPort.endpoint },
+      chunkPort: { channel: chunkPort, endpoint: chunkPort.endpoint },
     });
     // A rank started by `memflow-run --join` says where it went: nothing else in its output would.
     if (env.MEMFLOW_JOIN === '1')
@@ -110,7 +110,7 @@ export async function runStore(
       );
     const stopper = new AbortController();
     const done = dataRank.run(stopper.signal).finally(async () => {
-      readPort.close();
+      chunkPort.close();
       await store.close();
       await world.finalize();
       await lock.release();

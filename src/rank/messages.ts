@@ -59,9 +59,9 @@ export interface RankReport {
   /** The configured capacity (capped where the disk last said it was full). */
   capacityBytes: number;
   chunkCount: number;
-  /** Where clients read this rank's copies of large chunks directly (chunk-read-port.ts). */
-  readEndpoint?: string;
-  /** What its read port has served since the rank started. */
+  /** Where clients read this rank's copies of large chunks directly (chunk-port.ts). */
+  portEndpoint?: string;
+  /** What its chunk port has served since the rank started. */
   directReads?: { count: number; bytes: number };
   /**
    * The file system the chunks live on (a device number, per host) and its free bytes when the

@@ -1,6 +1,6 @@
 /**
  * Checks that a client message is a well-formed Request before the coordinator (or a data rank's
- * read port) acts on it: a msgpack map with an integer id, a known op and fields of the right
+ * chunk port) acts on it: a msgpack map with an integer id, a known op and fields of the right
  * types. Anything else — random bytes, wrong types, missing fields — becomes STORE_BAD_REQUEST
  * naming the problem.
  */
@@ -48,7 +48,7 @@ export function decodeRequest(frame: Uint8Array | undefined): {
   return decodeAgainst<Request>(frame, FIELDS);
 }
 
-/** A data rank's read port takes one request: chunk-read (docs/PROTOCOL.md, direct reads). */
+/** A data rank's chunk port takes one request: chunk-read (docs/PROTOCOL.md, direct reads). */
 const CHUNK_READ_FIELDS = { 'chunk-read': { chunkId: 'string' } } as const;
 
 export function decodeChunkRead(frame: Uint8Array | undefined): {

@@ -10,7 +10,7 @@
  * Method: a real store per test (memflow-run, rank 0 + 3 data ranks, 1 MiB chunks, so every
  * chunk is large enough for direct reads; test/helpers/store-process.ts) with its status server
  * on a port of the kernel's choosing (--http-port 0), whose /metrics counts every request rank 0
- * answered, by op. dfs-client runs as a user runs it. The read ports are found as a client finds
+ * answered, by op. dfs-client runs as a user runs it. The chunk ports are found as a client finds
  * them: a get-begin sent to rank 0 from a ZeroMQ DEALER in this process, whose reply offers them.
  * "In the middle of a retrieve" is made exact, not guessed: the test stops reading dfs-client's
  * stdout once 8 MiB came out, so the client is held there (its stdout full) while the rank is
@@ -93,7 +93,7 @@ async function requestsAnswered(
     .reduce((n, s) => n + s.value, 0);
 }
 
-/** Bytes all data ranks' read ports have served, by their last reports, from rank 0's /metrics. */
+/** Bytes all data ranks' chunk ports have served, by their last reports, from rank 0's /metrics. */
 async function directReadBytes(store: StoreProcess): Promise<number> {
   const res = await fetch(`${store.statusUrl()}metrics`);
   const parsed = parseExposition(await res.text());
@@ -214,12 +214,12 @@ describe('direct reads (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', () 
     );
   });
 
-  it("a data rank's read port, found through rank 0's get-begin: serves a chunk's exact bytes; random bytes, an unknown op, a wrong field, an unknown chunk and a 1 MiB frame are refused or dropped; the store then stores and retrieves right, directly", async () => {
+  it("a data rank's chunk port, found through rank 0's get-begin: serves a chunk's exact bytes; random bytes, an unknown op, a wrong field, an unknown chunk and a 1 MiB frame are refused or dropped; the store then stores and retrieves right, directly", async () => {
     const store = await startStore();
     const work = makeTempDir('direct-work');
     const sha = await upload(store, work, 'first.bin', 6 * MiB + 123);
 
-    // The offer: every data rank's read port, and chunk i's id.
+    // The offer: every data rank's chunk port, and chunk i's id.
     const begin = await getBegin(store, 'first.bin');
     expect(begin.metadata.chunks).toHaveLength(7);
     expect(begin.direct, 'get-begin offers direct reads').toBeDefined();
@@ -298,7 +298,7 @@ describe('direct reads (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', () 
       expect(data, 'no bytes with an error').toBeUndefined();
     }
 
-    // A 1 MiB frame (far past what a read port takes: ServiceSocket accepts frames up to the
+    // A 1 MiB frame (far past what a chunk port takes: ServiceSocket accepts frames up to the
     // 256 KiB a batch's body may have): ZeroMQ in the rank drops that connection, unanswered.
     const dropped = new Promise<void>((resolve) => socket.events.on('disconnect', () => resolve()));
     await socket.send([
@@ -309,7 +309,7 @@ describe('direct reads (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', () 
       dropped,
       new Promise((_, reject) =>
         setTimeout(
-          () => reject(new Error('the read port kept a connection that sent 1 MiB')),
+          () => reject(new Error('the chunk port kept a connection that sent 1 MiB')),
           10_000,
         ),
       ),

@@ -1,10 +1,10 @@
 /**
  * Direct reads in simulation. Goal: what a client relies on when it reads large chunks straight
  * from the data ranks (docs/PROTOCOL.md, "Direct reads") — rank 0 offers them only for files of
- * at least 2 chunks of at least 512 KiB; the offer names each chunk's id and the read ports of
- * exactly the live ranks holding copies, with a restarted rank's new port; a read port returns the
+ * at least 2 chunks of at least 512 KiB; the offer names each chunk's id and the chunk ports of
+ * exactly the live ranks holding copies, with a restarted rank's new port; a chunk port returns the
  * copy's bytes, refuses bad input and a client's requests past its limit, and a copy it finds
- * corrupt is replaced. Method: a StoreWorld whose data ranks each have a read port (a
+ * corrupt is replaced. Method: a StoreWorld whose data ranks each have a chunk port (a
  * MemoryChannel with a `tcp://sim-rank-…` endpoint), driven through the client protocol on the
  * manual clock; faults from crashing ranks and tampering with their memory chunk stores.
  */
@@ -59,14 +59,14 @@ async function stat(w: StoreWorld, c: SimClient, name: string): Promise<FileMeta
   return (await settle(w, c.call<{ metadata: FileMetadata }>({ op: 'stat', name }))).reply.metadata;
 }
 
-/** Reads a copy from a read port (data rank r's current one, or the one at an endpoint). */
+/** Reads a copy from a chunk port (data rank r's current one, or the one at an endpoint). */
 async function readCopy(w: StoreWorld, at: number | string, chunkId: string): Promise<Buffer> {
-  const { payload } = await settle(w, w.readPortClient(at).call({ op: 'chunk-read', chunkId }));
+  const { payload } = await settle(w, w.chunkPortClient(at).call({ op: 'chunk-read', chunkId }));
   expect(payload, `bytes of ${chunkId} from ${at}`).toBeDefined();
   return payload!;
 }
 
-/** The error a request to a read port is answered with. */
+/** The error a request to a chunk port is answered with. */
 async function refusal(promise: Promise<unknown>): Promise<ProtocolError> {
   const err = await promise.then(
     () => undefined,
@@ -93,8 +93,8 @@ const holdersOf = (meta: FileMetadata): number[] =>
   [...new Set(meta.chunks.flatMap((ch) => ch.copies.map((x) => x.rank)))].sort((a, b) => a - b);
 
 describe('the offer of direct reads', () => {
-  it('for a file of large chunks names one id per chunk and the read ports of exactly the ranks holding copies; each copy read there is the chunk', async () => {
-    // Rank 4 has room for nothing: it is alive with a read port but holds no copy of the file.
+  it('for a file of large chunks names one id per chunk and the chunk ports of exactly the ranks holding copies; each copy read there is the chunk', async () => {
+    // Rank 4 has room for nothing: it is alive with a chunk port but holds no copy of the file.
     const w = await start({
       dataRanks: 4,
       chunkSizeBytes: CHUNK,
@@ -115,7 +115,7 @@ describe('the offer of direct reads', () => {
     // This world's rank 0 ends reads idle for 10 s: renew at least every 2.5 s (5 s by default).
     expect(direct.renewMs).toBe(2_500);
     expect(direct.endpoints).toEqual(
-      holders.map((rank) => ({ rank, endpoint: w.readEndpoints[rank] })),
+      holders.map((rank) => ({ rank, endpoint: w.portEndpoints[rank] })),
     );
 
     // get-whole of a file of more than one chunk starts a read with the same offer.
@@ -191,16 +191,16 @@ describe('the offer of direct reads', () => {
     },
   );
 
-  it("leaves out a crashed rank's read port once rank 0 has declared it dead, and names its new port once it is back", async () => {
+  it("leaves out a crashed rank's chunk port once rank 0 has declared it dead, and names its new port once it is back", async () => {
     // Two data ranks, two copies: nowhere to re-create rank 2's copies, so the index keeps
     // naming rank 2 as a holder while it is dead.
     const w = await start({ dataRanks: 2, chunkSizeBytes: CHUNK });
     const c = w.client();
     const data = content(3 * CHUNK, 3);
     await settle(w, c.upload('f', data));
-    const oldEndpoint = w.readEndpoints[2]!;
+    const oldEndpoint = w.portEndpoints[2]!;
     expect((await offer(w, c, 'f')).direct?.endpoints).toEqual([
-      { rank: 1, endpoint: w.readEndpoints[1] },
+      { rank: 1, endpoint: w.portEndpoints[1] },
       { rank: 2, endpoint: oldEndpoint },
     ]);
 
@@ -211,16 +211,16 @@ describe('the offer of direct reads', () => {
     const meta = await stat(w, c, 'f');
     expect(meta.chunks.every((ch) => ch.copies.some((x) => x.rank === 2))).toBe(true);
     const whileDead = await offer(w, c, 'f');
-    expect(whileDead.direct?.endpoints).toEqual([{ rank: 1, endpoint: w.readEndpoints[1] }]);
+    expect(whileDead.direct?.endpoints).toEqual([{ rank: 1, endpoint: w.portEndpoints[1] }]);
     expect(sha256(await settle(w, c.download('f')))).toBe(sha256(data));
 
     w.restart(2);
-    const newEndpoint = w.readEndpoints[2]!;
+    const newEndpoint = w.portEndpoints[2]!;
     expect(newEndpoint).not.toBe(oldEndpoint);
     expect(await eventually(w, 10_000, async () => (await rankState(2)) === 'alive')).toBe(true);
     const back = await offer(w, c, 'f');
     expect(back.direct?.endpoints).toEqual([
-      { rank: 1, endpoint: w.readEndpoints[1] },
+      { rank: 1, endpoint: w.portEndpoints[1] },
       { rank: 2, endpoint: newEndpoint },
     ]);
     const first = await readCopy(w, newEndpoint, back.direct!.chunkIds[0]!);
@@ -228,7 +228,7 @@ describe('the offer of direct reads', () => {
   });
 });
 
-describe("a data rank's read port", () => {
+describe("a data rank's chunk port", () => {
   it('answers a corrupt copy with STORE_CORRUPT, and rank 0 then replaces it: the file has 2 good copies of every chunk again', async () => {
     const w = await start({ dataRanks: 3, chunkSizeBytes: CHUNK });
     const c = w.client();
@@ -243,13 +243,15 @@ describe("a data rank's read port", () => {
       const err = await refusal(
         settle(
           w,
-          w.readPortClient(bad).call({ op: 'chunk-read', chunkId: direct!.chunkIds[chunk.index]! }),
+          w
+            .chunkPortClient(bad)
+            .call({ op: 'chunk-read', chunkId: direct!.chunkIds[chunk.index]! }),
         ),
       );
       expect(err.wire.code).toBe('STORE_CORRUPT');
     }
 
-    // No scrub runs and rank 0 reads nothing meanwhile: only the read port's notices can get
+    // No scrub runs and rank 0 reads nothing meanwhile: only the chunk port's notices can get
     // the bad copies replaced. Each chunk must get back to 2 live copies that verify.
     const whole = async (): Promise<boolean> => {
       const now = await stat(w, c, 'f');
@@ -268,7 +270,7 @@ describe("a data rank's read port", () => {
     };
     expect(await eventually(w, 10_000, whole)).toBe(true);
 
-    // What the read ports now serve is good, wherever the copies are.
+    // What the chunk ports now serve is good, wherever the copies are.
     const now = await stat(w, c, 'f');
     for (const chunk of now.chunks) {
       for (const copy of chunk.copies) {
@@ -288,7 +290,7 @@ describe("a data rank's read port", () => {
     await settle(w, c.upload('f', data));
     const { direct, metadata } = await offer(w, c, 'f');
     const chunkId = direct!.chunkIds[0]!;
-    const port = w.readPortClient(1);
+    const port = w.chunkPortClient(1);
     const cases: Array<{ what: string; frame: Uint8Array; id: number; mentions?: string }> = [
       { what: 'random bytes', frame: Buffer.from([0xc1, 0xff, 0x00, 0x13]), id: -1 },
       { what: 'a msgpack array', frame: pack([1, 2, 3]), id: -1 },
@@ -338,8 +340,8 @@ describe("a data rank's read port", () => {
     await settle(w, c.upload('f', content(2 * CHUNK, 9)));
     const { direct, metadata } = await offer(w, c, 'f');
     const chunkId = direct!.chunkIds[0]!;
-    const greedy = w.readPortClient(1);
-    const other = w.readPortClient(1);
+    const greedy = w.chunkPortClient(1);
+    const other = w.chunkPortClient(1);
     // All sent before any is answered: each arrives (a microtask each) before the first read
     // gets past its first await, so the port counts all of them outstanding at once.
     const burst = Array.from({ length: DIRECT_READS_PER_CLIENT + 1 }, () =>

@@ -35,7 +35,7 @@ export class MemoryJournal implements JournalWriter {
 type Reply = { id: number; ok: boolean; error?: WireError; [k: string]: unknown };
 
 /**
- * A service socket in memory (rank 0's client socket, a data rank's read port): each client is a
+ * A service socket in memory (rank 0's client socket, a data rank's chunk port): each client is a
  * numbered id. A closed channel is a port whose process is gone: what is sent to it is never
  * answered.
  */
@@ -73,7 +73,7 @@ export class ProtocolError extends Error {
   }
 }
 
-/** Speaks the client protocol over a MemoryChannel (to rank 0, or chunk-read to a read port). */
+/** Speaks the client protocol over a MemoryChannel (to rank 0, or chunk-read to a chunk port). */
 export class SimClient {
   private nextId = 1;
   private readonly pending = new Map<
@@ -279,10 +279,10 @@ export class StoreWorld {
   /** Every line rank 0 logged, in order. */
   readonly rank0Log: string[] = [];
   readonly comms: Communicator[] = [];
-  /** Data rank r's read port (its current one: a restart binds a new one) and its endpoint. */
-  readonly readPorts: MemoryChannel[] = [];
-  readonly readEndpoints: string[] = [];
-  /** Every read port ever bound, by endpoint (the ports of crashed processes are closed). */
+  /** Data rank r's chunk port (its current one: a restart binds a new one) and its endpoint. */
+  readonly chunkPorts: MemoryChannel[] = [];
+  readonly portEndpoints: string[] = [];
+  /** Every chunk port ever bound, by endpoint (the ports of crashed processes are closed). */
   private readonly portsByEndpoint = new Map<string, MemoryChannel>();
   coordinator!: Coordinator;
   private readonly stops: Array<AbortController | undefined> = [];
@@ -340,11 +340,11 @@ export class StoreWorld {
       : this.options.capacityBytes;
     const stop = new AbortController();
     this.stops[r] = stop;
-    // A new process binds a new read port, on a port number no earlier process had.
+    // A new process binds a new chunk port, on a port number no earlier process had.
     const channel = new MemoryChannel();
     const endpoint = `tcp://sim-rank-${r}:${this.portsByEndpoint.size + 1}`;
-    this.readPorts[r] = channel;
-    this.readEndpoints[r] = endpoint;
+    this.chunkPorts[r] = channel;
+    this.portEndpoints[r] = endpoint;
     this.portsByEndpoint.set(endpoint, channel);
     const dataRank = new DataRank(this.comms[r]!, this.stores[r]!, {
       host: this.options.hosts?.[r - 1] ?? 'sim',
@@ -352,7 +352,7 @@ export class StoreWorld {
       heartbeatIntervalMs: 1000,
       commandTimeoutMs: 5000,
       scrubBytesPerSecond: this.options.scrubBytesPerSecond ?? 0,
-      readPort: { channel, endpoint },
+      chunkPort: { channel, endpoint },
       log: process.env.MEMFLOW_SIM_LOG
         ? (line) => console.log(`[${this.clock.now()} ms] rank ${r}: ${line}`)
         : undefined,
@@ -364,7 +364,7 @@ export class StoreWorld {
   crash(r: number): void {
     this.stops[r]?.abort();
     this.comms[r]?.close();
-    this.readPorts[r]?.close();
+    this.chunkPorts[r]?.close();
     this.network.crash(r);
   }
 
@@ -431,12 +431,12 @@ export class StoreWorld {
   }
 
   /**
-   * A client of a data rank's read port: data rank `at`'s current one, or the one bound at the
+   * A client of a data rank's chunk port: data rank `at`'s current one, or the one bound at the
    * endpoint `at` (as a get-begin reply's `direct` offer names it).
    */
-  readPortClient(at: number | string): SimClient {
-    const channel = typeof at === 'number' ? this.readPorts[at] : this.portsByEndpoint.get(at);
-    if (!channel) throw new Error(`no read port ${at}`);
+  chunkPortClient(at: number | string): SimClient {
+    const channel = typeof at === 'number' ? this.chunkPorts[at] : this.portsByEndpoint.get(at);
+    if (!channel) throw new Error(`no chunk port ${at}`);
     return new SimClient(channel, ++this.clients);
   }
 

@@ -5,7 +5,7 @@
  * error, sends bytes that fail their check) costs only a detour through rank 0 for that chunk,
  * and a rank that cannot be reached is not asked again in that download; at least every 5 s one
  * chunk goes through rank 0 (which keeps the read's pin there). DirectReader, the connections to
- * the read ports, matches replies to requests by id, turns an error reply into an error that says
+ * the chunk ports, matches replies to requests by id, turns an error reply into an error that says
  * "answered", and no answer, a dropped connection or a port it cannot connect to into one that
  * says "unreachable"; a port that dropped its connection is not tried for 30 s. directSourcesOf
  * takes only a well-formed offer that fits the file.
@@ -13,7 +13,7 @@
  * Method: DirectDownload with a fake reader whose reads the test settles one by one (so "reads
  * outstanding at once" is exact, not a timing accident), fake viaRank0/verify that record their
  * calls, and a clock the test moves. DirectReader against a real ServiceSocket (rank 0's own
- * client socket class, as a data rank's read port uses it) bound on 127.0.0.1 port 0 and
+ * client socket class, as a data rank's chunk port uses it) bound on 127.0.0.1 port 0 and
  * answering as the test says; its lost-port rule on an injected clock. Every wait has a deadline;
  * every socket and reader is closed in afterEach.
  */
@@ -58,7 +58,7 @@ const ENDPOINT: Record<number, string> = {
 };
 const RANK_OF = new Map(Object.entries(ENDPOINT).map(([rank, ep]) => [ep, Number(rank)]));
 
-/** The offer rank 0 makes for `chunks` chunks, with read ports for `ranks` only. */
+/** The offer rank 0 makes for `chunks` chunks, with chunk ports for `ranks` only. */
 function sourcesOf(chunks: number, ranks = [1, 2]): DirectSources {
   return {
     chunkIds: Array.from({ length: chunks }, (_, i) => `id-${i}`),
@@ -322,8 +322,8 @@ describe('DirectDownload: where each chunk is read', () => {
     expect(reader.calls.map((c) => c.signal)).toEqual([signal, signal]);
   });
 
-  it('holders without a read port are never asked: a chunk held only by such a rank comes through rank 0, one held by it and another from the other', async () => {
-    // Rank 3 holds copies but rank 0 offered no read port for it.
+  it('holders without a chunk port are never asked: a chunk held only by such a rank comes through rank 0, one held by it and another from the other', async () => {
+    // Rank 3 holds copies but rank 0 offered no chunk port for it.
     const reader = new FakeReader((c) => directBytes(c.chunkId, c.rank));
     const holders = [[3, 1], [3, 1], [3], [2, 3], [3, 1], [3, 2], [3]];
     const { dl, viaRank0 } = download(holders, reader);
@@ -335,7 +335,7 @@ describe('DirectDownload: where each chunk is read', () => {
     expect(got[2]).toBe(rank0Bytes(2).toString());
   });
 
-  it('no read port for any holder: every chunk comes through rank 0', async () => {
+  it('no chunk port for any holder: every chunk comes through rank 0', async () => {
     const reader = new FakeReader((c) => directBytes(c.chunkId, c.rank));
     const { dl, viaRank0 } = download(onBoth(3), reader, { ranks: [] });
     await fetchInTurn(dl, range(3));
@@ -352,7 +352,7 @@ interface ReadRequest {
   chunkId: string;
 }
 
-/** A read port: a ServiceSocket on 127.0.0.1, port 0, that records requests and answers as told. */
+/** A chunk port: a ServiceSocket on 127.0.0.1, port 0, that records requests and answers as told. */
 class FakeReadPort {
   readonly requests: ReadRequest[] = [];
   private constructor(
@@ -408,7 +408,7 @@ afterEach(() => {
   for (const p of ports.splice(0)) p.close();
 });
 
-/** The bytes a fake read port serves for `chunkId`. */
+/** The bytes a fake chunk port serves for `chunkId`. */
 const served = (chunkId: string): Buffer => Buffer.from(`bytes of ${chunkId}`.repeat(100));
 
 /** Polls `condition` every 5 ms; fails after `timeoutMs`. */
@@ -452,7 +452,7 @@ async function rebind(
 const serve = (p: FakeReadPort, client: Buffer, req: ReadRequest): void =>
   p.reply(client, { id: req.id, ok: true }, served(req.chunkId));
 
-describe('DirectReader against a read port (a real ServiceSocket on 127.0.0.1)', () => {
+describe('DirectReader against a chunk port (a real ServiceSocket on 127.0.0.1)', () => {
   it('a read sends {op: chunk-read, id, chunkId} and resolves with the bytes served; three at once, answered in reverse order, each get their own', async () => {
     const held: Array<[Buffer, ReadRequest]> = [];
     const port = await FakeReadPort.bind((p, client, req) => {
@@ -585,7 +585,7 @@ describe('DirectReader against a read port (a real ServiceSocket on 127.0.0.1)',
     const endpoint = port.endpoint;
     const r = reader(10_000, 2_000, () => now);
     const pending = [r.read(endpoint, 'a'), r.read(endpoint, 'b')];
-    await waitFor('the read port to get both requests', () => port.requests.length === 2);
+    await waitFor('the chunk port to get both requests', () => port.requests.length === 2);
     port.close();
     for (const p of pending) {
       const { err, ms } = await failure(p);
@@ -655,7 +655,7 @@ describe('directSourcesOf: the get-begin offer, checked against the file', () =>
     });
   });
 
-  it("leaves out loopback read ports when rank 0 is reached at another address: they would be the client's own machine's", () => {
+  it("leaves out loopback chunk ports when rank 0 is reached at another address: they would be the client's own machine's", () => {
     const offer = {
       ...good,
       endpoints: [...good.endpoints, { rank: 3, endpoint: 'tcp://127.0.0.1:41003' }],

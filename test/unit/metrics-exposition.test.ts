@@ -229,7 +229,7 @@ describe('the store metrics', () => {
     expect(sampleOf(parsed, 'memflow_rank_direct_read_bytes_total', { rank: '1' })).toBe(
       29_360_128,
     );
-    // A rank that has not reported them (no read port, or an older rank): no sample.
+    // A rank that has not reported them (no chunk port, or an older rank): no sample.
     expect(() => sampleOf(parsed, 'memflow_rank_direct_reads_total', { rank: '2' })).toThrow(
       /0 samples/,
     );

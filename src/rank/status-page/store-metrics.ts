@@ -49,7 +49,7 @@ export function storeMetricFamilies(status: StatusResult, ops: OpMetricsView): M
     {
       type: 'counter',
       name: 'memflow_rank_direct_reads_total',
-      help: "Chunks clients read straight from a data rank's read port since it started (by its last report).",
+      help: "Chunks clients read straight from a data rank's chunk port since it started (by its last report).",
       samples: perRank((r) => r.directReads?.count ?? null),
     },
     {

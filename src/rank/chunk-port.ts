@@ -1,5 +1,5 @@
 /**
- * A data rank's read port: clients read copies of large chunks here, straight from the rank that
+ * A data rank's chunk port: clients read copies of large chunks here, straight from the rank that
  * holds them (docs/PROTOCOL.md, "Direct reads"). Through rank 0 each byte of a retrieve crosses
  * two connections and rank 0 spends as much CPU relaying it as the client spends receiving it;
  * read here, it crosses one. Rank 0 still pins the version and says where the copies are; a
@@ -20,7 +20,7 @@ import type { ClientChannel } from './client-channel.js';
 import { Semaphore } from './semaphore.js';
 import { decodeChunkRead } from './validate.js';
 
-export interface ChunkReadPortOptions {
+export interface ChunkPortOptions {
   /** Reads a copy, verified (ChunkStore.get). */
   get(chunkId: string): Promise<Uint8Array>;
   /** The rank's bound on requests served at once, shared with rank 0's requests. */
@@ -42,7 +42,7 @@ const MAX_BYTES_HELD = 64 * 1024 * 1024;
 /** Chunk ids already reported bad, remembered so that repeated reads of one do not repeat it. */
 const MAX_REPORTED = 1024;
 
-export class ChunkReadPort {
+export class ChunkPort {
   /**
    * Reads per client (hex id) not yet answered, counted until the reply has gone out, so that
    * one client cannot make the rank read or hold unbounded data.
@@ -55,7 +55,7 @@ export class ChunkReadPort {
 
   constructor(
     private readonly channel: ClientChannel,
-    private readonly options: ChunkReadPortOptions,
+    private readonly options: ChunkPortOptions,
   ) {
     this.readSlots = new Semaphore(options.readSlots);
     channel.onMessage((client, frames) => void this.handle(client, frames));

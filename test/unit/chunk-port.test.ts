@@ -1,5 +1,5 @@
 /**
- * A data rank's read port (src/rank/chunk-read-port.ts) on its own. Goal: what keeps a data rank
+ * A data rank's chunk port (src/rank/chunk-port.ts) on its own. Goal: what keeps a data rank
  * safe from the clients that read from it: a client's reads count until their replies have gone
  * out (a client that asks and never takes its replies is stopped at 32), the bytes waiting to go
  * out are capped for all clients together (however many connections they open), and a corrupt
@@ -11,7 +11,7 @@ import { pack, unpack } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { DIRECT_READS_PER_CLIENT } from '../../src/protocol/client-protocol.js';
 import type { ClientChannel } from '../../src/rank/client-channel.js';
-import { ChunkReadPort } from '../../src/rank/chunk-read-port.js';
+import { ChunkPort } from '../../src/rank/chunk-port.js';
 import { Semaphore } from '../../src/rank/semaphore.js';
 import { StoreError } from '../../src/store/errors.js';
 
@@ -61,7 +61,7 @@ function port(
   const channel = new FakeChannel();
   const reported: string[] = [];
   const slots = new Semaphore(16);
-  new ChunkReadPort(channel, {
+  new ChunkPort(channel, {
     get: get ?? (() => Promise.resolve(new Uint8Array(chunkBytes))),
     slots,
     readSlots: 12,
@@ -75,7 +75,7 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
-describe('a read port', () => {
+describe('a chunk port', () => {
   it(`counts a client's reads until their replies have gone out: one that never takes them gets STORE_BUSY past ${DIRECT_READS_PER_CLIENT}, and is served again once they go`, async () => {
     const { channel } = port(1024);
     for (let id = 1; id <= DIRECT_READS_PER_CLIENT + 1; id++) channel.request(1, id, `c${id}`);
