@@ -52,7 +52,9 @@ import { DatasetError } from '../records/record-scanner.js';
 import { DatasetReader } from '../records/dataset-reader.js';
 import type { RecordsChunk } from '../records/record-chunker.js';
 import { AbortWatchers } from './abort-watchers.js';
-import { DirectDownload, DirectReader, directSourcesOf } from './direct-reads.js';
+import { ChunkPorts } from './chunk-ports.js';
+import { DirectDownload, directSourcesOf } from './direct-reads.js';
+import { DirectUpload } from './direct-writes.js';
 import { DfsError } from './errors.js';
 import { takePending, type Waiting } from './pending-requests.js';
 import type { TransferProgress } from './progress.js';
@@ -182,7 +184,7 @@ export class DfsClient {
   private nextId = 1;
   private connecting: Promise<ClientSocket> | undefined;
   private socket: ClientSocket | undefined;
-  private direct: DirectReader | undefined;
+  private direct: ChunkPorts | undefined;
   /** Set while the connection to rank 0 is down after it was up (see connect()). */
   private connectionLost = false;
   /** Whether any reply ever came: a timeout then means "stopped answering", not "not there". */
@@ -237,6 +239,17 @@ export class DfsClient {
       const uploadId = expectString(begin.fields, 'uploadId', 'put-begin');
       const chunkSizeBytes = expectPositiveInteger(begin.fields, 'chunkSizeBytes', 'put-begin');
       const window = expectPositiveInteger(begin.fields, 'maxChunksInFlight', 'put-begin');
+      // Large chunks go straight to the data ranks when rank 0 offers it (direct-writes.ts).
+      const direct =
+        begin.fields.direct === true
+          ? new DirectUpload(
+              this.chunkPorts(),
+              async (body, payload) =>
+                (await this.request(body, { ...(payload && { payload }), signal })).fields,
+              uploadId,
+              this.address.host,
+            )
+          : undefined;
       try {
         const sha256 = await this.sendChunks(handle, localPath, sizeBytes, {
           uploadId,
@@ -244,6 +257,7 @@ export class DfsClient {
           window,
           signal,
           onProgress,
+          direct,
         });
         const commit = await this.request({ op: 'put-commit', uploadId, sha256 }, { signal });
         return checkMetadata(commit.fields.metadata, 'put-commit');
@@ -449,7 +463,7 @@ export class DfsClient {
         ? undefined
         : directSourcesOf(begin.fields.direct, metadata, this.address.host);
       const direct =
-        sources && new DirectDownload(this.directReader(), metadata, sources, viaRank0, verified);
+        sources && new DirectDownload(this.chunkPorts(), metadata, sources, viaRank0, verified);
       const fetch = direct
         ? (index: number): Promise<Buffer> => direct.fetch(index, signal)
         : viaRank0;
@@ -536,9 +550,9 @@ export class DfsClient {
     this.direct?.close();
   }
 
-  /** Connections to the data ranks' chunk ports, made on the first download that uses them. */
-  private directReader(): DirectReader {
-    this.direct ??= new DirectReader(
+  /** Connections to the data ranks' chunk ports, made on the first transfer that uses them. */
+  private chunkPorts(): ChunkPorts {
+    this.direct ??= new ChunkPorts(
       Math.min(this.timeoutMs, DIRECT_READ_TIMEOUT_MS),
       Math.min(this.timeoutMs, DIRECT_CONNECT_TIMEOUT_MS),
     );
@@ -558,9 +572,10 @@ export class DfsClient {
       window: number;
       signal: AbortSignal | undefined;
       onProgress: ((progress: TransferProgress) => void) | undefined;
+      direct: DirectUpload | undefined;
     },
   ): Promise<string> {
-    const { uploadId, chunkSizeBytes, window, signal, onProgress } = params;
+    const { uploadId, chunkSizeBytes, window, signal, onProgress, direct } = params;
     const chunkCount = Math.ceil(sizeBytes / chunkSizeBytes);
     const hasher = createFileHasher();
     // In-flight sends never reject (the first failure is parked in `failure`), so racing them is
@@ -579,9 +594,10 @@ export class DfsClient {
       const data = await readChunk(handle, localPath, position, length);
       hasher.update(data);
       const checksum = chunkChecksum(data);
-      const sent: Promise<void> = this.request(
-        { op: 'put-chunk', uploadId, index, checksum },
-        { payload: data, signal },
+      const sent: Promise<void> = (
+        direct
+          ? direct.send(index, checksum, data, signal)
+          : this.request({ op: 'put-chunk', uploadId, index, checksum }, { payload: data, signal })
       )
         .then(
           () => {

@@ -1,5 +1,5 @@
 /**
- * Requests waiting for their replies, as DfsClient (to rank 0) and DirectReader (to the read
+ * Requests waiting for their replies, as DfsClient (to rank 0) and ChunkPorts (to the read
  * ports) keep them: each entry has a deadline and an abort watch, both stopped when it settles.
  */
 export interface Waiting {

@@ -53,7 +53,11 @@ export interface PutBegin {
    */
   records?: { idField: string };
 }
-/** Frame 1 holds the chunk's bytes; `checksum` is chunkChecksum(bytes). Chunks may arrive in any order. */
+/**
+ * Frame 1 holds the chunk's bytes; `checksum` is chunkChecksum(bytes). Chunks may arrive in any
+ * order. Without frame 1 it says that the copies put-place asked for were written directly: rank
+ * 0 answers once the data ranks have confirmed them, or with an error (then send the bytes).
+ */
 export interface PutChunk {
   op: 'put-chunk';
   id: number;
@@ -62,6 +66,19 @@ export interface PutChunk {
   checksum: string;
   /** Records uploads: the position of the chunk's first record and every record's ID. */
   records?: { first: number; ids: RecordId[] };
+}
+/**
+ * Where to write chunk `index` of an upload whose put-begin offered `direct` (docs/PROTOCOL.md,
+ * "Direct writes"). Rank 0 places the copies and tells those data ranks to expect them; the
+ * reply (PutPlaceResult) names them. The client writes each copy to its rank's chunk port
+ * (ChunkWrite), then sends put-chunk without bytes.
+ */
+export interface PutPlace {
+  op: 'put-place';
+  id: number;
+  uploadId: string;
+  index: number;
+  checksum: string;
 }
 export interface PutCommit {
   op: 'put-commit';
@@ -156,6 +173,7 @@ export interface Rebalance {
 export type Request =
   | PutBegin
   | PutChunk
+  | PutPlace
   | PutCommit
   | PutAbort
   | GetBegin
@@ -219,7 +237,15 @@ export interface PutBeginResult {
   uploadId: string;
   chunkSizeBytes: number;
   maxChunksInFlight: number;
+  /** Offered for files of large chunks: the client may write their copies itself (put-place). */
+  direct?: true;
 }
+/**
+ * put-place's reply: the chunk's id and, for each copy, the data rank and its chunk port; or
+ * `stored: true` when the chunk is stored already (a retried request), with nothing to write.
+ */
+export type PutPlaceResult =
+  { chunkId: string; copies: Array<{ rank: number; endpoint: string }> } | { stored: true };
 export interface PutCommitResult {
   metadata: FileMetadata;
 }
@@ -240,6 +266,13 @@ export interface GetBeginResult {
  * still go through rank 0, which answers many of them in one message and caches them.
  */
 export const DIRECT_READ_MIN_CHUNK_BYTES = 512 * 1024;
+
+/**
+ * Uploads of at least two chunks of at least this size may write their copies straight to the
+ * data ranks (put-place): for the same reason, rank 0 relays no bytes, and small chunks are
+ * cheaper batched through it.
+ */
+export const DIRECT_WRITE_MIN_CHUNK_BYTES = DIRECT_READ_MIN_CHUNK_BYTES;
 
 /**
  * The get-begin reply's offer of direct reads: chunk i's id is `chunkIds[i]`; the holders of a
@@ -264,6 +297,22 @@ export interface ChunkRead {
   id: number;
   chunkId: string;
 }
+
+/**
+ * A copy of a chunk rank 0 placed on this data rank (put-place), sent here by the client; frame 1
+ * carries its bytes. Answered `{ok: true}` once the copy is durable. Errors: STORE_CONFLICT (rank
+ * 0 did not place this chunk here, or took the placement back), STORE_BAD_REQUEST (not the size
+ * or checksum placed), STORE_CORRUPT (the bytes do not match their checksum), STORE_NO_SPACE,
+ * STORE_BUSY. A client that gets any of these, or no answer, sends the chunk through rank 0.
+ */
+export interface ChunkWrite {
+  op: 'chunk-write';
+  id: number;
+  chunkId: string;
+  checksum: string;
+}
+
+export type ChunkPortRequest = ChunkRead | ChunkWrite;
 
 /** The requests one client may have outstanding at one data rank's chunk port. */
 export const DIRECT_READS_PER_CLIENT = 32;
@@ -297,6 +346,8 @@ export interface RankStatus {
    * (reads through rank 0 are counted by rank 0's request metrics). Absent before its first report.
    */
   directReads?: { count: number; bytes: number };
+  /** Copies clients wrote straight to its chunk port (direct writes), and their bytes. */
+  directWrites?: { count: number; bytes: number };
 }
 
 export interface StatusResult {

@@ -6,6 +6,10 @@
  * client that gets an error or no answer here reads the chunk through rank 0, which knows more
  * (other copies, ranks it has declared dead).
  *
+ * Clients also write copies of large chunks here (docs/PROTOCOL.md, "Direct writes"), but only
+ * copies rank 0 placed on this rank and told it to expect (write-grants.ts): the bytes skip rank
+ * 0, the placement and the commit do not.
+ *
  * The port serves only reads of copies the rank holds, verified against their checksum as every
  * read is (ChunkStore.get), through the rank's own bound on concurrent requests. Reads may hold
  * or wait for only `readSlots` of those at once, so rank 0's requests (the copies of uploads,
@@ -14,11 +18,11 @@
  * otherwise hold back uploads until every read ahead of them had run.
  */
 import { pack } from 'msgpackr';
-import { DIRECT_READS_PER_CLIENT } from '../protocol/client-protocol.js';
+import { DIRECT_READS_PER_CLIENT, type ChunkWrite } from '../protocol/client-protocol.js';
 import { StoreError, toWireError } from '../store/errors.js';
 import type { ClientChannel } from './client-channel.js';
 import { Semaphore } from './semaphore.js';
-import { decodeChunkRead } from './validate.js';
+import { decodeChunkPortRequest } from './validate.js';
 
 export interface ChunkPortOptions {
   /** Reads a copy, verified (ChunkStore.get). */
@@ -31,6 +35,12 @@ export interface ChunkPortOptions {
   onBadCopy(chunkId: string, reason: string): void;
   /** Called as each read begins (the scrub slows down while reads keep coming). */
   onRequest?: () => void;
+  /**
+   * Stores a client's copy of a chunk rank 0 placed here (WriteGrants.write, which takes the
+   * rank's slots itself: these are rank 0's copies, so not bound by `readSlots`). Without it,
+   * writes are refused and clients send their chunks through rank 0.
+   */
+  write?(chunkId: string, checksum: string, bytes: Uint8Array): Promise<void>;
 }
 
 /**
@@ -67,8 +77,9 @@ export class ChunkPort {
   }
 
   private async handle(client: Buffer, frames: Buffer[]): Promise<void> {
-    const { id, request, error } = decodeChunkRead(frames[0]);
+    const { id, request, error } = decodeChunkPortRequest(frames[0]);
     if (!request) return this.send(client, { id, ok: false, error: toWireError(error) });
+    if (request.op === 'chunk-write') return this.handleWrite(client, id, request, frames[1]);
     const key = client.toString('hex');
     const count = this.outstanding.get(key) ?? 0;
     if (count >= DIRECT_READS_PER_CLIENT || this.bytesHeld >= MAX_BYTES_HELD) {
@@ -97,6 +108,43 @@ export class ChunkPort {
       await this.send(client, { id, ok: true }, bytes);
     } finally {
       this.bytesHeld -= held;
+      const left = (this.outstanding.get(key) ?? 1) - 1;
+      if (left > 0) this.outstanding.set(key, left);
+      else this.outstanding.delete(key);
+    }
+  }
+
+  /** A client's copy of a chunk placed here, counted against the same per-client bound as reads. */
+  private async handleWrite(
+    client: Buffer,
+    id: number,
+    request: ChunkWrite,
+    bytes: Buffer | undefined,
+  ): Promise<void> {
+    const key = client.toString('hex');
+    const count = this.outstanding.get(key) ?? 0;
+    let refusal: StoreError | undefined;
+    if (!this.options.write)
+      refusal = new StoreError('STORE_BAD_REQUEST', 'this data rank takes no direct writes');
+    else if (bytes === undefined)
+      refusal = new StoreError(
+        'STORE_BAD_REQUEST',
+        `chunk-write of ${request.chunkId} carries no bytes`,
+      );
+    else if (count >= DIRECT_READS_PER_CLIENT)
+      refusal = new StoreError(
+        'STORE_BUSY',
+        `more than ${DIRECT_READS_PER_CLIENT} requests outstanding at this data rank`,
+        { limit: DIRECT_READS_PER_CLIENT },
+      );
+    if (refusal) return this.send(client, { id, ok: false, error: toWireError(refusal) });
+    this.outstanding.set(key, count + 1);
+    try {
+      await this.options.write!(request.chunkId, request.checksum, bytes!);
+      await this.send(client, { id, ok: true });
+    } catch (err) {
+      await this.send(client, { id, ok: false, error: toWireError(err) });
+    } finally {
       const left = (this.outstanding.get(key) ?? 1) - 1;
       if (left > 0) this.outstanding.set(key, left);
       else this.outstanding.delete(key);

@@ -26,6 +26,7 @@ export interface RankInfo {
   portEndpoint?: string;
   /** What that port has served since the rank started, by its last report. */
   directReads?: { count: number; bytes: number };
+  directWrites?: { count: number; bytes: number };
 }
 
 export class Cluster {
@@ -54,6 +55,7 @@ export class Cluster {
       ...(report.disk && { diskId: report.disk.id }),
       ...(report.portEndpoint !== undefined && { portEndpoint: report.portEndpoint }),
       ...(report.directReads !== undefined && { directReads: report.directReads }),
+      ...(report.directWrites !== undefined && { directWrites: report.directWrites }),
       usedBytes: report.usedBytes,
       reservedBytes: known?.reservedBytes ?? 0,
       chunkCopies: report.chunkCount,

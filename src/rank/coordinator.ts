@@ -20,11 +20,14 @@ import type { Clock } from '../runtime/clock.js';
 import {
   DIRECT_READ_MIN_CHUNK_BYTES,
   DIRECT_READ_PIN_RENEW_MS,
+  DIRECT_WRITE_MIN_CHUNK_BYTES,
   type DirectSources,
   type FileMetadata,
   type GetBeginResult,
   type ListEntry,
   type PutBegin,
+  type PutBeginResult,
+  type PutPlaceResult,
   type RebalanceResult,
   type Request,
   type StatusResult,
@@ -106,10 +109,33 @@ interface Upload {
   /** For a records upload, the most chunks it may have (its count is known at commit). */
   chunkCount: number;
   chunks: Map<number, ChunkRecord>;
+  /**
+   * Chunks placed for direct writes (put-place) and not yet taken over by a put-chunk. Their
+   * copies are abortUpload's to take back; once a put-chunk takes one, they are that request's.
+   */
+  placements: Map<number, Placement>;
   lastActiveMs: number;
   closed: boolean;
   records?: RecordsUpload;
 }
+
+/** A chunk whose copies a client writes straight to the data ranks (docs/PROTOCOL.md). */
+interface Placement {
+  id: string;
+  sizeBytes: number;
+  checksum: string;
+  /** Ranks whose 'accept' has not been answered yet. */
+  waiting: Set<number>;
+  /** Resolves with the ranks that confirmed a durable copy once every accept is answered. */
+  settled: Promise<number[]>;
+}
+
+/**
+ * How long a data rank waits for the client's copy of a chunk placed on it, at most: a client
+ * that placed a chunk and went away holds that space no longer (half the data deadline when that
+ * is shorter, so the rank answers the accept before rank 0 gives up on it).
+ */
+const DIRECT_WRITE_TTL_MS = 20_000;
 
 interface Read {
   id: string;
@@ -422,9 +448,10 @@ export class Coordinator {
     } else {
       // Requests that carry chunk bytes are bounded per client, so one client cannot make rank 0
       // hold unbounded data: chunk requests by the window, whole-file requests (small files,
-      // which clients send many at once) by a larger budget of their own.
+      // which clients send many at once) by a larger budget of their own. put-place and a
+      // put-chunk without bytes hold none; an upload's placements have a bound of their own.
       const budget =
-        request.op === 'put-chunk' || request.op === 'get-chunk'
+        (request.op === 'put-chunk' && frames[1] !== undefined) || request.op === 'get-chunk'
           ? 'chunk'
           : request.op === 'put-whole' || request.op === 'get-whole'
             ? 'whole'
@@ -504,6 +531,10 @@ export class Coordinator {
           req.records,
         );
         return { fields: {} };
+      case 'put-place':
+        return {
+          fields: this.putPlace(this.upload(client, req.uploadId), req.index, req.checksum),
+        };
       case 'put-commit':
         return {
           fields: {
@@ -556,10 +587,7 @@ export class Coordinator {
     );
   }
 
-  private putBegin(
-    client: string,
-    req: PutBegin,
-  ): { uploadId: string; chunkSizeBytes: number; maxChunksInFlight: number } {
+  private putBegin(client: string, req: PutBegin): PutBeginResult {
     const name = validateName(req.name);
     const records = req.records === undefined ? undefined : RecordsUpload.check(req.records);
     const chunkSizeBytes = this.opts.chunkSizeBytes;
@@ -597,11 +625,26 @@ export class Coordinator {
       chunkSizeBytes,
       chunkCount,
       chunks: new Map(),
+      placements: new Map(),
       lastActiveMs: this.clock.now(),
       closed: false,
       ...(records && { records: new RecordsUpload(records.idField, name, req.sizeBytes) }),
     });
-    return { uploadId: id, chunkSizeBytes, maxChunksInFlight: this.opts.maxChunksInFlight };
+    // Large chunks may skip rank 0 (put-place); small ones are cheaper batched through it. A
+    // direct chunk waits for more round trips, so it gets a deeper window: rank 0 holds none of
+    // its bytes, and if the short path fails, the window still fits the chunk budget.
+    const direct = !records && chunkSizeBytes >= DIRECT_WRITE_MIN_CHUNK_BYTES && chunkCount >= 2;
+    return {
+      uploadId: id,
+      chunkSizeBytes,
+      maxChunksInFlight: direct ? this.directWindow() : this.opts.maxChunksInFlight,
+      ...(direct && { direct: true as const }),
+    };
+  }
+
+  /** Chunks a direct upload may have in flight: as many as the chunk budget allows a client. */
+  private directWindow(): number {
+    return this.opts.maxChunksInFlight * 2;
   }
 
   private upload(client: string, uploadId: string): Upload {
@@ -623,11 +666,22 @@ export class Coordinator {
     bytes: Buffer | undefined,
     records?: unknown,
   ): Promise<void> {
-    if (index >= upload.chunkCount)
+    this.checkIndex(upload, index);
+    const done = upload.chunks.get(index);
+    if (done) {
+      if (done.checksum === checksum) return; // a retried request: already stored
       throw new StoreError(
-        'STORE_BAD_REQUEST',
-        `chunk ${index} is beyond the ${upload.chunkCount} chunks of "${upload.name}"`,
+        'STORE_CONFLICT',
+        `chunk ${index} of "${upload.name}" was already sent with other content`,
       );
+    }
+    const placement = upload.placements.get(index);
+    if (placement && placement.checksum !== checksum)
+      throw new StoreError(
+        'STORE_CONFLICT',
+        `chunk ${index} of "${upload.name}" was placed with another checksum`,
+      );
+    if (!bytes && placement) return this.confirmPlaced(upload, index, placement);
     if (upload.records) {
       if (!bytes || bytes.length === 0 || bytes.length > upload.chunkSizeBytes)
         throw new StoreError(
@@ -646,19 +700,18 @@ export class Coordinator {
         );
       }
     }
-    const done = upload.chunks.get(index);
-    if (done) {
-      if (done.checksum === checksum) return; // a retried request: already stored
-      throw new StoreError(
-        'STORE_CONFLICT',
-        `chunk ${index} of "${upload.name}" was already sent with other content`,
-      );
-    }
     // Before any await: requests are handled in arrival order, which is the dataset's order, so
     // the first repeated ID found is the first in the document.
     if (upload.records && !upload.records.has(index)) upload.records.accept(index, records, bytes);
     const id = `${upload.id}.${index}`;
-    const ranks = await this.storeCopies(id, checksum, bytes);
+    // Copies already written directly are kept; the bytes make the rest.
+    let written: number[] = [];
+    if (placement) {
+      upload.placements.delete(index);
+      this.revoke(placement);
+      written = await placement.settled;
+    }
+    const ranks = await this.storeCopies(id, checksum, bytes, written);
     if (upload.closed) {
       // Aborted while the copies were being written: they are leftovers now.
       void this.deleteCopies([{ id, sizeBytes: bytes.length, ranks }]);
@@ -672,9 +725,14 @@ export class Coordinator {
    * Writes one chunk to `replicas` ranks chosen by placement, moving on to the next best rank
    * when one fails. Resolves with the ranks that hold a durable copy; throws when none could.
    */
-  private async storeCopies(id: string, checksum: string, bytes: Buffer): Promise<number[]> {
+  private async storeCopies(
+    id: string,
+    checksum: string,
+    bytes: Buffer,
+    written: readonly number[] = [],
+  ): Promise<number[]> {
     const want = this.effectiveReplicas();
-    const stored: number[] = [];
+    const stored: number[] = [...written];
     const refused = new Set<number>();
     let lastError: unknown;
     for (let round = 0; round < 4 && stored.length < want; round++) {
@@ -727,6 +785,120 @@ export class Coordinator {
       );
     }
     return stored;
+  }
+
+  private checkIndex(upload: Upload, index: number): void {
+    if (index >= upload.chunkCount)
+      throw new StoreError(
+        'STORE_BAD_REQUEST',
+        `chunk ${index} is beyond the ${upload.chunkCount} chunks of "${upload.name}"`,
+      );
+  }
+
+  /**
+   * put-place: places chunk `index` and tells the chosen data ranks to expect the client's copy
+   * ('accept'); the client writes the copies to their chunk ports, then confirms with put-chunk.
+   * Rank 0 counts a copy only when its data rank says it is durable, never on the client's word.
+   */
+  private putPlace(upload: Upload, index: number, checksum: string): PutPlaceResult {
+    if (upload.records || upload.chunkSizeBytes < DIRECT_WRITE_MIN_CHUNK_BYTES)
+      throw new StoreError(
+        'STORE_BAD_REQUEST',
+        `put-place is only for uploads that put-begin offered direct writes`,
+      );
+    this.checkIndex(upload, index);
+    const done = upload.chunks.get(index);
+    if (done?.checksum === checksum) return { stored: true };
+    if (done || upload.placements.has(index))
+      throw new StoreError(
+        'STORE_CONFLICT',
+        `chunk ${index} of "${upload.name}" was already ${done ? 'stored' : 'placed'}`,
+      );
+    if (upload.placements.size >= this.directWindow())
+      throw new StoreError(
+        'STORE_BUSY',
+        `more than ${this.directWindow()} chunks of "${upload.name}" placed and not yet confirmed`,
+        { limit: this.directWindow() },
+      );
+    const sizeBytes = Math.min(
+      upload.chunkSizeBytes,
+      upload.sizeBytes - index * upload.chunkSizeBytes,
+    );
+    const want = this.effectiveReplicas();
+    const usage = this.cluster
+      .usage()
+      .map((u) =>
+        this.cluster.get(u.rank)?.portEndpoint === undefined ? { ...u, writable: false } : u,
+      );
+    const targets = placeChunk(usage, want, sizeBytes);
+    if (targets.length < want)
+      throw new StoreError(
+        'STORE_UNAVAILABLE',
+        `only ${targets.length} of ${want} data ranks can take a direct copy of chunk ${index}`,
+      );
+    const id = `${upload.id}.${index}`;
+    const ttlMs = Math.min(DIRECT_WRITE_TTL_MS, Math.floor(this.opts.dataTimeoutMs / 2));
+    const waiting = new Set(targets);
+    for (const r of targets) this.cluster.reserve(r, sizeBytes);
+    const accepts = targets.map((r) =>
+      this.data
+        .request(r, { op: 'accept', chunkId: id, sizeBytes, checksum, ttlMs })
+        .finally(() => waiting.delete(r)),
+    );
+    const settled = Promise.allSettled(accepts).then((results) =>
+      targets.filter((r, i) => {
+        const res = results[i]!;
+        const ok = res.status === 'fulfilled';
+        this.cluster.release(r, sizeBytes, ok, ok ? res.value.reply.reportSeq : undefined);
+        if (!ok) {
+          const err: unknown = res.reason;
+          if (err instanceof StoreError && err.code === 'STORE_NO_SPACE') this.cluster.markFull(r);
+          // A revoked or unfulfilled placement is the client's change of path, not the rank's fault.
+          if (!(err instanceof StoreError && err.code === 'STORE_CONFLICT'))
+            this.opts.log(
+              `rank ${r} could not take chunk ${id} directly: ${err instanceof Error ? err.message : String(err)}`,
+            );
+        }
+        return ok;
+      }),
+    );
+    upload.placements.set(index, { id, sizeBytes, checksum, waiting, settled });
+    return {
+      chunkId: id,
+      copies: targets.map((rank) => ({ rank, endpoint: this.cluster.get(rank)!.portEndpoint! })),
+    };
+  }
+
+  /**
+   * put-chunk without bytes: the client says it wrote the placed copies. The chunk is stored once
+   * every data rank placed confirms its copy; else the copies that did arrive are kept for the
+   * bytes the client then sends (STORE_UNAVAILABLE tells it to).
+   */
+  private async confirmPlaced(upload: Upload, index: number, placement: Placement): Promise<void> {
+    upload.placements.delete(index);
+    const stored = await placement.settled;
+    if (upload.closed) {
+      if (stored.length > 0)
+        void this.deleteCopies([
+          { id: placement.id, sizeBytes: placement.sizeBytes, ranks: stored },
+        ]);
+      throw new StoreError('STORE_CONFLICT', `upload of "${upload.name}" was aborted`);
+    }
+    if (stored.length < this.effectiveReplicas()) {
+      upload.placements.set(index, { ...placement, settled: Promise.resolve(stored) });
+      throw new StoreError(
+        'STORE_UNAVAILABLE',
+        `${stored.length} of the copies of chunk ${index} placed for direct writes arrived; send its bytes`,
+      );
+    }
+    const { id, sizeBytes, checksum } = placement;
+    upload.chunks.set(index, { index, id, sizeBytes, checksum, ranks: stored });
+  }
+
+  /** Takes back the accepts of `placement` not yet answered (their ranks then answer at once). */
+  private revoke(placement: Placement): void {
+    for (const r of placement.waiting)
+      void this.data.request(r, { op: 'revoke', chunkId: placement.id }).catch(() => undefined);
   }
 
   /**
@@ -863,6 +1035,14 @@ export class Coordinator {
     this.uploads.delete(upload.id);
     this.opts.log(`upload of "${upload.name}" ${why}; removing its ${upload.chunks.size} chunks`);
     void this.deleteCopies([...upload.chunks.values()]);
+    for (const placement of upload.placements.values()) {
+      this.revoke(placement);
+      void placement.settled.then((ranks) => {
+        if (ranks.length > 0)
+          void this.deleteCopies([{ id: placement.id, sizeBytes: placement.sizeBytes, ranks }]);
+      });
+    }
+    upload.placements.clear();
   }
 
   // ---- reads ----------------------------------------------------------------------------------
@@ -1251,6 +1431,7 @@ export class Coordinator {
           primaryCopies: primaries.get(r.rank) ?? 0,
           replicaCopies: replicas.get(r.rank) ?? 0,
           ...(r.directReads && { directReads: r.directReads }),
+          ...(r.directWrites && { directWrites: r.directWrites }),
         };
       }),
       replicas: this.opts.replicas,

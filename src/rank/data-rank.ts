@@ -31,6 +31,7 @@ import {
 import { ChunkPort } from './chunk-port.js';
 import type { ClientChannel } from './client-channel.js';
 import { Semaphore } from './semaphore.js';
+import { WriteGrants } from './write-grants.js';
 import { SCRUB_BUSY_WINDOW_MS, scrubPauseMs } from './scrub-pace.js';
 
 /**
@@ -102,6 +103,8 @@ export class DataRank {
   /** The disk's free bytes at the last sample. */
   private diskFreeBytes: number | undefined;
   private readonly chunkPort: ChunkPort | undefined;
+  /** Copies rank 0 placed here for clients to write directly (direct writes). */
+  private readonly grants: WriteGrants;
 
   constructor(
     private readonly comm: Communicator,
@@ -116,6 +119,13 @@ export class DataRank {
       store.get(id),
     );
     this.diskFreeBytes = options.disk?.freeBytes;
+    this.grants = new WriteGrants({
+      clock: comm.clock,
+      put: (chunkId, bytes, checksum) => {
+        this.lastRequestMs = this.comm.clock.now();
+        return this.slots.with(() => this.putCopy(chunkId, bytes, checksum));
+      },
+    });
     if (options.chunkPort) {
       this.chunkPort = new ChunkPort(options.chunkPort.channel, {
         get: (id) => store.get(id),
@@ -123,6 +133,7 @@ export class DataRank {
         readSlots: Math.max(1, slots - SLOTS_KEPT_FOR_RANK_0),
         onBadCopy: (chunkId, reason) => this.tellBadCopy(chunkId, reason),
         onRequest: () => (this.lastRequestMs = this.comm.clock.now()),
+        write: (chunkId, checksum, bytes) => this.grants.write(chunkId, checksum, bytes),
       });
     }
   }
@@ -236,6 +247,7 @@ export class DataRank {
       ...(this.chunkPort && {
         portEndpoint: this.options.chunkPort!.endpoint,
         directReads: this.chunkPort.readsServed,
+        directWrites: this.grants.writesServed,
       }),
       // Rank 0 caps the capacity by this rank's share of the disk: ranks of one host may share it.
       ...(this.options.disk &&
@@ -266,9 +278,20 @@ export class DataRank {
         if (this.stop.signal.aborted || isCommError(err, 'COMM_CLOSED')) return;
         throw err;
       }
+      const source = msg.source;
+      // Grants hold no slot while they wait for the client's bytes; the write takes one.
+      if (msg.data.op === 'accept' || msg.data.op === 'revoke') {
+        void this.serveGrant(msg.data).then(({ reply }) =>
+          this.comm
+            .send(source, TAG_DATA_REPLY, reply)
+            .catch((err: unknown) =>
+              this.options.log?.(`reply to rank ${source} failed: ${String(err)}`),
+            ),
+        );
+        continue;
+      }
       await this.slots.acquire();
       this.lastRequestMs = this.comm.clock.now();
-      const source = msg.source;
       void this.serve(msg.data, msg.payload[0])
         .then(({ reply, payload }) => this.comm.send(source, TAG_DATA_REPLY, reply, payload))
         .catch((err: unknown) =>
@@ -287,19 +310,12 @@ export class DataRank {
         case 'put':
           if (!bytes)
             throw new StoreError('STORE_BAD_REQUEST', `put of ${req.chunkId} carries no bytes`);
-          try {
-            await this.store.put(req.chunkId, bytes, req.checksum);
-            // Read at once: no report can be made between the store counting the chunk and here.
-            return {
-              reply: { reqId: req.reqId, ok: true, reportSeq: this.reportSeq },
-              payload: [],
-            };
-          } catch (err) {
-            // A full disk: offer no more than what is stored now, so placement moves on.
-            if (err instanceof StoreError && err.code === 'STORE_NO_SPACE')
-              this.fullAtBytes = this.store.usedBytes();
-            throw err;
-          }
+          await this.putCopy(req.chunkId, bytes, req.checksum);
+          // Read at once: no report can be made between the store counting the chunk and here.
+          return { reply: { reqId: req.reqId, ok: true, reportSeq: this.reportSeq }, payload: [] };
+        case 'accept':
+        case 'revoke':
+          return { ...(await this.serveGrant(req)), payload: [] };
         case 'get':
           return {
             reply: { reqId: req.reqId, ok: true },
@@ -346,6 +362,33 @@ export class DataRank {
       const code = err instanceof StoreError ? err.code : 'STORE_INTERNAL';
       const message = err instanceof Error ? err.message : String(err);
       return { reply: { reqId: req.reqId, ok: false, code, message }, payload: [] };
+    }
+  }
+
+  private async putCopy(chunkId: string, bytes: Uint8Array, checksum: string): Promise<void> {
+    try {
+      await this.store.put(chunkId, bytes, checksum);
+    } catch (err) {
+      // A full disk: offer no more than what is stored now, so placement moves on.
+      if (err instanceof StoreError && err.code === 'STORE_NO_SPACE')
+        this.fullAtBytes = this.store.usedBytes();
+      throw err;
+    }
+  }
+
+  /** Rank 0's 'accept' (answered once the client's copy is durable) and 'revoke'. */
+  private async serveGrant(
+    req: Extract<DataRequest, { op: 'accept' | 'revoke' }>,
+  ): Promise<{ reply: DataReply }> {
+    try {
+      if (req.op === 'revoke') this.grants.revoke(req.chunkId);
+      else await this.grants.accept(req.chunkId, req.sizeBytes, req.checksum, req.ttlMs);
+      // Read at once, as for 'put': the grant settles in the same turn as the store's put.
+      return { reply: { reqId: req.reqId, ok: true, reportSeq: this.reportSeq } };
+    } catch (err) {
+      const code = err instanceof StoreError ? err.code : 'STORE_INTERNAL';
+      const message = err instanceof Error ? err.message : String(err);
+      return { reply: { reqId: req.reqId, ok: false, code, message } };
     }
   }
 

@@ -18,12 +18,13 @@ import { DataRank } from './data-rank.js';
 import { StatusServer } from './status-page/server.js';
 
 /**
- * A data rank's chunk port (chunk-port.ts). Its requests are a few dozen bytes; ServiceSocket
- * still takes frames up to a batch body's limit (BATCH_MAX_BYTES, 256 KiB), and ZeroMQ drops a
- * connection that sends a larger one. Replies are whole chunks: a short queue, and a short wait
- * for a client that does not take them, so that one such client holds up the others briefly.
+ * A data rank's chunk port (chunk-port.ts). Its requests are a few dozen bytes, but a direct
+ * write carries a chunk: frames up to a chunk and 64 KiB are taken, and ZeroMQ drops a
+ * connection that sends a larger one, as at rank 0's port. Replies are whole chunks: a short
+ * queue, and a short wait for a client that does not take them, so that one such client holds up
+ * the others briefly.
  */
-const CHUNK_PORT_OPTIONS = { maxMessageBytes: 1024, maxQueued: 256, sendTimeoutMs: 2_000 };
+const CHUNK_PORT_OPTIONS = { maxQueued: 256, sendTimeoutMs: 2_000 };
 
 export interface StoreOptions {
   port: number;
@@ -92,7 +93,10 @@ export async function runStore(
       options.capacityBytes ?? (hostCapacity ? parseSize(hostCapacity) : Infinity);
     // Clients read large chunks here directly, on the address the rank's peers reach it at, on a
     // port of the kernel's choosing that its reports tell rank 0.
-    const chunkPort = await ServiceSocket.bind(world.host, 0, CHUNK_PORT_OPTIONS);
+    const chunkPort = await ServiceSocket.bind(world.host, 0, {
+      ...CHUNK_PORT_OPTIONS,
+      maxMessageBytes: options.chunkSizeBytes + 64 * 1024,
+    });
     const dataRank = new DataRank(comm, store, {
       host,
       capacityBytes,

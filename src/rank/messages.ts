@@ -24,6 +24,21 @@ export type PeerUpdate = { rank: number; endpoint: string };
 export type DataRequest =
   | { op: 'put'; reqId: number; chunkId: string; checksum: string }
   | { op: 'get'; reqId: number; chunkId: string }
+  /**
+   * A client will write a copy of this chunk to the rank's chunk port (direct writes,
+   * write-grants.ts): the reply comes once that copy is durable, or fails when no write came
+   * within `ttlMs` or the placement was revoked.
+   */
+  | {
+      op: 'accept';
+      reqId: number;
+      chunkId: string;
+      sizeBytes: number;
+      checksum: string;
+      ttlMs: number;
+    }
+  /** Takes an 'accept' back: it ends now, or with the write already running. */
+  | { op: 'revoke'; reqId: number; chunkId: string }
   /** Read a local copy and put it on world rank `to` (re-replication, rebalancing, repair). */
   | { op: 'copy'; reqId: number; chunkId: string; to: number }
   | { op: 'delete'; reqId: number; chunkIds: string[] }
@@ -40,7 +55,7 @@ export type DataReply =
       /** 'find': whether the chunk holds the record (frame 1 then carries it). */
       found?: boolean;
       /**
-       * 'put', 'copy' (the target's), 'delete': the seq of the last RankReport the rank made
+       * 'put', 'accept', 'copy' (the target's), 'delete': the seq of the last RankReport the rank made
        * before the change. Reports after it include the change; rank 0 counts it only if it has
        * not seen one of those yet (a heartbeat can overtake the reply's handling).
        */
@@ -61,8 +76,9 @@ export interface RankReport {
   chunkCount: number;
   /** Where clients read this rank's copies of large chunks directly (chunk-port.ts). */
   portEndpoint?: string;
-  /** What its chunk port has served since the rank started. */
+  /** What its chunk port has served since the rank started: reads, and writes of placed copies. */
   directReads?: { count: number; bytes: number };
+  directWrites?: { count: number; bytes: number };
   /**
    * The file system the chunks live on (a device number, per host) and its free bytes when the
    * report was made: rank 0 caps the capacity by the rank's share of that space.

@@ -5,7 +5,7 @@
  * naming the problem.
  */
 import { unpack } from 'msgpackr';
-import type { ChunkRead, Request, RequestOp } from '../protocol/client-protocol.js';
+import type { ChunkPortRequest, Request, RequestOp } from '../protocol/client-protocol.js';
 import { isRecordId, MAX_ID_LENGTH } from '../records/record-ids.js';
 import { StoreError } from '../store/errors.js';
 
@@ -13,6 +13,7 @@ type FieldType = 'string' | 'int' | 'record-id';
 const FIELDS: Record<RequestOp, Record<string, FieldType>> = {
   'put-begin': { name: 'string', sizeBytes: 'int' },
   'put-chunk': { uploadId: 'string', index: 'int', checksum: 'string' },
+  'put-place': { uploadId: 'string', index: 'int', checksum: 'string' },
   'put-commit': { uploadId: 'string', sha256: 'string' },
   'put-abort': { uploadId: 'string' },
   'get-begin': { name: 'string' },
@@ -48,15 +49,18 @@ export function decodeRequest(frame: Uint8Array | undefined): {
   return decodeAgainst<Request>(frame, FIELDS);
 }
 
-/** A data rank's chunk port takes one request: chunk-read (docs/PROTOCOL.md, direct reads). */
-const CHUNK_READ_FIELDS = { 'chunk-read': { chunkId: 'string' } } as const;
+/** A data rank's chunk port takes two requests: chunk-read and chunk-write (docs/PROTOCOL.md). */
+const CHUNK_PORT_FIELDS = {
+  'chunk-read': { chunkId: 'string' },
+  'chunk-write': { chunkId: 'string', checksum: 'string' },
+} as const;
 
-export function decodeChunkRead(frame: Uint8Array | undefined): {
+export function decodeChunkPortRequest(frame: Uint8Array | undefined): {
   id: number;
-  request?: ChunkRead;
+  request?: ChunkPortRequest;
   error?: StoreError;
 } {
-  return decodeAgainst<ChunkRead>(frame, CHUNK_READ_FIELDS);
+  return decodeAgainst<ChunkPortRequest>(frame, CHUNK_PORT_FIELDS);
 }
 
 function decodeAgainst<T>(

@@ -214,7 +214,7 @@ describe('direct reads (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', () 
     );
   });
 
-  it("a data rank's chunk port, found through rank 0's get-begin: serves a chunk's exact bytes; random bytes, an unknown op, a wrong field, an unknown chunk and a 1 MiB frame are refused or dropped; the store then stores and retrieves right, directly", async () => {
+  it("a data rank's chunk port, found through rank 0's get-begin: serves a chunk's exact bytes; random bytes, an unknown op, a wrong field, an unknown chunk and a frame over a chunk are refused or dropped; the store then stores and retrieves right, directly", async () => {
     const store = await startStore();
     const work = makeTempDir('direct-work');
     const sha = await upload(store, work, 'first.bin', 6 * MiB + 123);
@@ -298,18 +298,18 @@ describe('direct reads (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', () 
       expect(data, 'no bytes with an error').toBeUndefined();
     }
 
-    // A 1 MiB frame (far past what a chunk port takes: ServiceSocket accepts frames up to the
-    // 256 KiB a batch's body may have): ZeroMQ in the rank drops that connection, unanswered.
+    // A frame of a chunk and 128 KiB (past what a chunk port takes: a chunk and 64 KiB, for
+    // direct writes): ZeroMQ in the rank drops that connection, unanswered.
     const dropped = new Promise<void>((resolve) => socket.events.on('disconnect', () => resolve()));
     await socket.send([
       pack({ op: 'chunk-read', id: 30, chunkId: chunkIds[0] }),
-      randomBytesFor('huge', MiB),
+      randomBytesFor('huge', CHUNK + 128 * KiB),
     ]);
     await Promise.race([
       dropped,
       new Promise((_, reject) =>
         setTimeout(
-          () => reject(new Error('the chunk port kept a connection that sent 1 MiB')),
+          () => reject(new Error('the chunk port kept a connection that sent a frame too large')),
           10_000,
         ),
       ),

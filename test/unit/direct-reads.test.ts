@@ -4,7 +4,7 @@
  * outstanding; anything that goes wrong on that path (the rank cannot be reached, answers with an
  * error, sends bytes that fail their check) costs only a detour through rank 0 for that chunk,
  * and a rank that cannot be reached is not asked again in that download; at least every 5 s one
- * chunk goes through rank 0 (which keeps the read's pin there). DirectReader, the connections to
+ * chunk goes through rank 0 (which keeps the read's pin there). ChunkPorts, the connections to
  * the chunk ports, matches replies to requests by id, turns an error reply into an error that says
  * "answered", and no answer, a dropped connection or a port it cannot connect to into one that
  * says "unreachable"; a port that dropped its connection is not tried for 30 s. directSourcesOf
@@ -12,7 +12,7 @@
  *
  * Method: DirectDownload with a fake reader whose reads the test settles one by one (so "reads
  * outstanding at once" is exact, not a timing accident), fake viaRank0/verify that record their
- * calls, and a clock the test moves. DirectReader against a real ServiceSocket (rank 0's own
+ * calls, and a clock the test moves. ChunkPorts against a real ServiceSocket (rank 0's own
  * client socket class, as a data rank's chunk port uses it) bound on 127.0.0.1 port 0 and
  * answering as the test says; its lost-port rule on an injected clock. Every wait has a deadline;
  * every socket and reader is closed in afterEach.
@@ -20,12 +20,8 @@
 import net from 'node:net';
 import { pack, unpack } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  DirectDownload,
-  DirectReadError,
-  DirectReader,
-  directSourcesOf,
-} from '../../src/client/direct-reads.js';
+import { ChunkPortError, ChunkPorts } from '../../src/client/chunk-ports.js';
+import { DirectDownload, directSourcesOf } from '../../src/client/direct-reads.js';
 import { ServiceSocket } from '../../src/comm/zmq-service.js';
 import type { DirectSources, FileMetadata } from '../../src/protocol/client-protocol.js';
 
@@ -78,7 +74,7 @@ interface ReadCall {
 }
 
 /**
- * Stands in for DirectReader: records every read. With `answer` it settles each read as that
+ * Stands in for ChunkPorts: records every read. With `answer` it settles each read as that
  * returns (a Buffer: resolves; an Error: rejects); without, reads stay outstanding until the test
  * settles them.
  */
@@ -134,7 +130,7 @@ function download(
   const viaRank0: number[] = [];
   const verified: Array<[number, string]> = [];
   const dl = new DirectDownload(
-    reader as unknown as DirectReader,
+    reader as unknown as ChunkPorts,
     metadataOf(holders),
     sourcesOf(holders.length, options.ranks),
     (index) => {
@@ -201,10 +197,10 @@ describe('DirectDownload: where each chunk is read', () => {
     expect(viaRank0).toEqual([]);
   });
 
-  it('a rank that cannot be reached (DirectReadError unreachable): that chunk comes through rank 0, and no later chunk is asked of that rank, even one only it holds', async () => {
+  it('a rank that cannot be reached (ChunkPortError unreachable): that chunk comes through rank 0, and no later chunk is asked of that rank, even one only it holds', async () => {
     const reader = new FakeReader((c) =>
       c.rank === 1
-        ? new DirectReadError(true, `${c.endpoint} closed the connection`)
+        ? new ChunkPortError(true, `${c.endpoint} closed the connection`)
         : directBytes(c.chunkId, c.rank),
     );
     // Chunk 3 has its only copy on rank 1.
@@ -221,10 +217,10 @@ describe('DirectDownload: where each chunk is read', () => {
     ).toEqual([1, 2, 4, 5, 6]);
   });
 
-  it('an error reply (DirectReadError not unreachable, e.g. NOT_FOUND): that chunk comes through rank 0, and the rank is still asked for later chunks', async () => {
+  it('an error reply (ChunkPortError not unreachable, e.g. NOT_FOUND): that chunk comes through rank 0, and the rank is still asked for later chunks', async () => {
     const reader = new FakeReader((c) =>
       c.chunkId === 'id-0'
-        ? new DirectReadError(false, `${c.endpoint}: no copy of id-0 here`)
+        ? new ChunkPortError(false, `${c.endpoint}: no copy of id-0 here`)
         : directBytes(c.chunkId, c.rank),
     );
     const { dl, viaRank0 } = download(onBoth(6), reader);
@@ -260,9 +256,9 @@ describe('DirectDownload: where each chunk is read', () => {
   });
 
   it('a failure through rank 0 as well is the fetch\u2019s failure (the only way fetch rejects)', async () => {
-    const reader = new FakeReader((c) => new DirectReadError(true, `${c.endpoint} is gone`));
+    const reader = new FakeReader((c) => new ChunkPortError(true, `${c.endpoint} is gone`));
     const dl = new DirectDownload(
-      reader as unknown as DirectReader,
+      reader as unknown as ChunkPorts,
       metadataOf(onBoth(2)),
       sourcesOf(2),
       () => Promise.reject(new Error('rank 0 says no')),
@@ -301,7 +297,7 @@ describe('DirectDownload: where each chunk is read', () => {
     const reader = new FakeReader((c) => directBytes(c.chunkId, c.rank));
     const viaRank0: number[] = [];
     const dl = new DirectDownload(
-      reader as unknown as DirectReader,
+      reader as unknown as ChunkPorts,
       metadataOf(onBoth(4)),
       { ...sourcesOf(4), renewMs: 1_000 },
       (index) => {
@@ -344,7 +340,7 @@ describe('DirectDownload: where each chunk is read', () => {
   });
 });
 
-// ---- DirectReader against a real socket ----------------------------------------------------------
+// ---- ChunkPorts against a real socket ----------------------------------------------------------
 
 interface ReadRequest {
   op: string;
@@ -395,10 +391,10 @@ class FakeReadPort {
 }
 
 const ports: FakeReadPort[] = [];
-const readers: DirectReader[] = [];
+const readers: ChunkPorts[] = [];
 
-function reader(timeoutMs: number, connectTimeoutMs: number, now?: () => number): DirectReader {
-  const r = new DirectReader(timeoutMs, connectTimeoutMs, now);
+function reader(timeoutMs: number, connectTimeoutMs: number, now?: () => number): ChunkPorts {
+  const r = new ChunkPorts(timeoutMs, connectTimeoutMs, now);
   readers.push(r);
   return r;
 }
@@ -420,8 +416,8 @@ async function waitFor(what: string, condition: () => boolean, timeoutMs = 5_000
   }
 }
 
-/** The DirectReadError a promise rejects with, and after how many ms. */
-async function failure(promise: Promise<unknown>): Promise<{ err: DirectReadError; ms: number }> {
+/** The ChunkPortError a promise rejects with, and after how many ms. */
+async function failure(promise: Promise<unknown>): Promise<{ err: ChunkPortError; ms: number }> {
   const started = performance.now();
   const err = await promise.then(
     (value) => {
@@ -429,8 +425,8 @@ async function failure(promise: Promise<unknown>): Promise<{ err: DirectReadErro
     },
     (e: unknown) => e,
   );
-  expect(err).toBeInstanceOf(DirectReadError);
-  return { err: err as DirectReadError, ms: performance.now() - started };
+  expect(err).toBeInstanceOf(ChunkPortError);
+  return { err: err as ChunkPortError, ms: performance.now() - started };
 }
 
 /** Binds a ServiceSocket on `port` again once the port is free (a closed socket lets go soon). */
@@ -452,7 +448,7 @@ async function rebind(
 const serve = (p: FakeReadPort, client: Buffer, req: ReadRequest): void =>
   p.reply(client, { id: req.id, ok: true }, served(req.chunkId));
 
-describe('DirectReader against a chunk port (a real ServiceSocket on 127.0.0.1)', () => {
+describe('ChunkPorts against a chunk port (a real ServiceSocket on 127.0.0.1)', () => {
   it('a read sends {op: chunk-read, id, chunkId} and resolves with the bytes served; three at once, answered in reverse order, each get their own', async () => {
     const held: Array<[Buffer, ReadRequest]> = [];
     const port = await FakeReadPort.bind((p, client, req) => {
@@ -471,7 +467,7 @@ describe('DirectReader against a chunk port (a real ServiceSocket on 127.0.0.1)'
     expect(port.requests.every((q) => Number.isInteger(q.id))).toBe(true);
   });
 
-  it('an error reply rejects with DirectReadError, unreachable false, carrying the message; the port is asked again at once', async () => {
+  it('an error reply rejects with ChunkPortError, unreachable false, carrying the message; the port is asked again at once', async () => {
     const port = await FakeReadPort.bind((p, client, req) => {
       if (req.chunkId === 'missing')
         p.reply(client, {

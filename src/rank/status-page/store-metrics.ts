@@ -59,6 +59,18 @@ export function storeMetricFamilies(status: StatusResult, ops: OpMetricsView): M
       samples: perRank((r) => r.directReads?.bytes ?? null),
     },
     {
+      type: 'counter',
+      name: 'memflow_rank_direct_writes_total',
+      help: "Chunk copies clients wrote straight to a data rank's chunk port since it started (by its last report).",
+      samples: perRank((r) => r.directWrites?.count ?? null),
+    },
+    {
+      type: 'counter',
+      name: 'memflow_rank_direct_write_bytes_total',
+      help: 'Bytes of those copies.',
+      samples: perRank((r) => r.directWrites?.bytes ?? null),
+    },
+    {
       type: 'gauge',
       name: 'memflow_rank_state',
       help: "A data rank's health as rank 0 sees it: 1 for its current state, 0 for the others.",
