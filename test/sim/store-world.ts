@@ -9,7 +9,7 @@ import { pack, unpack } from 'msgpackr';
 import { Communicator } from '../../src/comm/communicator.js';
 import { MemoryNetwork } from '../../src/comm/memory-transport.js';
 import type {
-  ChunkRead,
+  ChunkPortRequest,
   FileMetadata,
   Request,
   WireError,
@@ -95,7 +95,7 @@ export class SimClient {
   }
 
   async call<T = Reply>(
-    request: Record<string, unknown> & { op: Request['op'] | ChunkRead['op'] },
+    request: Record<string, unknown> & { op: Request['op'] | ChunkPortRequest['op'] },
     payload?: Uint8Array,
   ): Promise<{ reply: T; payload: Buffer | undefined }> {
     const id = this.nextId++;
