@@ -1,5 +1,10 @@
 /**
- * Direct reads on a real store. Goal: a retrieve of a file of large chunks gets the right bytes
+ * Direct reads and writes on a real store. Goal: an upload of a file of large chunks stores every
+ * copy straight from dfs-client to the data ranks (what an operator sees: the data ranks' direct
+ * write counters grow by every copy's bytes, and rank 0 placed each chunk once), and the file
+ * reads back whole.
+ *
+ * For reads: a retrieve of a file of large chunks gets the right bytes
  * with rank 0 no longer relaying them (what an operator sees: rank 0 served at most a chunk per
  * 5 s of the retrieve through get-chunk, where a relay serves every chunk); a data rank's read
  * port answers a well-formed bad request with STORE_BAD_REQUEST or STORE_NOT_FOUND, drops a
@@ -99,6 +104,15 @@ async function directReadBytes(store: StoreProcess): Promise<number> {
   const parsed = parseExposition(await res.text());
   return parsed.samples
     .filter((s) => s.name === 'memflow_rank_direct_read_bytes_total')
+    .reduce((n, s) => n + s.value, 0);
+}
+
+/** Bytes all data ranks took as direct writes, by their last reports, from rank 0's /metrics. */
+async function directWriteBytes(store: StoreProcess): Promise<number> {
+  const res = await fetch(`${store.statusUrl()}metrics`);
+  const parsed = parseExposition(await res.text());
+  return parsed.samples
+    .filter((s) => s.name === 'memflow_rank_direct_write_bytes_total')
     .reduce((n, s) => n + s.value, 0);
 }
 
@@ -387,4 +401,27 @@ describe('direct reads (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', () 
     await waitLine(store, /^rank 2 is alive \(/, resumed);
     await retrieve(store, 'big.bin', sha);
   }, 120_000);
+});
+
+describe('direct writes (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', () => {
+  it('a 24 MiB file uploaded with dfs-client -a: rank 0 placed each of its 24 chunks once, the data ranks took all 48 MiB of copies straight from the client, and it reads back whole', async () => {
+    const store = await startStore();
+    const work = makeTempDir('direct-work');
+    const size = 24 * MiB;
+    const placesBefore = await requestsAnswered(store, 'put-place');
+    const sha = await upload(store, work, 'up.bin', size);
+    await waitUntil(
+      'rank 0 to count the upload',
+      async () => (await requestsAnswered(store, 'put-commit')) === 1,
+      5_000,
+    );
+    expect((await requestsAnswered(store, 'put-place', 'ok')) - placesBefore).toBe(24);
+    // Every copy: the data ranks' heartbeats carry their counters to rank 0.
+    await waitUntil(
+      "the data ranks' direct-write counters to show both copies of every chunk",
+      async () => (await directWriteBytes(store)) === 2 * size,
+      10_000,
+    );
+    await retrieve(store, 'up.bin', sha);
+  });
 });
