@@ -12,8 +12,9 @@
  * - a message larger than chunkSizeBytes + 64 KiB is refused by ZeroMQ itself (the connection
  *   is dropped), so a huge frame never reaches our code;
  * - a frame 0 that is not a msgpack map with a known `op` gets STORE_BAD_REQUEST;
- * - each client may have at most 2 × `maxChunksInFlight` put-chunk/get-chunk requests outstanding
- *   (told in the reply to put-begin/get-begin) and 256 put-whole/get-whole requests; more get
+ * - each client may have at most 2 × `maxChunksInFlight` put-chunk (with bytes) and get-chunk
+ *   requests outstanding (told in the reply to get-begin, and to put-begin unless it offers direct
+ *   writes, where it is the deeper window) and 256 put-whole/get-whole requests; more get
  *   STORE_BUSY.
  */
 
