@@ -30,6 +30,7 @@ const status: StatusResult = {
       primaryCopies: 2,
       replicaCopies: 1,
       directReads: { count: 7, bytes: 29_360_128 },
+      directWrites: { count: 3, bytes: 12_582_912 },
     },
     {
       rank: 2,
@@ -229,10 +230,13 @@ describe('the store metrics', () => {
     expect(sampleOf(parsed, 'memflow_rank_direct_read_bytes_total', { rank: '1' })).toBe(
       29_360_128,
     );
-    // A rank that has not reported them (no chunk port, or an older rank): no sample.
-    expect(() => sampleOf(parsed, 'memflow_rank_direct_reads_total', { rank: '2' })).toThrow(
-      /0 samples/,
+    expect(sampleOf(parsed, 'memflow_rank_direct_writes_total', { rank: '1' })).toBe(3);
+    expect(sampleOf(parsed, 'memflow_rank_direct_write_bytes_total', { rank: '1' })).toBe(
+      12_582_912,
     );
+    // A rank that has not reported them (no chunk port, or an older rank): no sample.
+    for (const name of ['memflow_rank_direct_reads_total', 'memflow_rank_direct_writes_total'])
+      expect(() => sampleOf(parsed, name, { rank: '2' })).toThrow(/0 samples/);
     // Never heard: no sample rather than a made-up age.
     expect(() => sampleOf(parsed, 'memflow_rank_heartbeat_age_seconds', { rank: '2' })).toThrow(
       /0 samples/,
