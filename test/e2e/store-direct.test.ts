@@ -98,21 +98,15 @@ async function requestsAnswered(
     .reduce((n, s) => n + s.value, 0);
 }
 
-/** Bytes all data ranks' chunk ports have served, by their last reports, from rank 0's /metrics. */
-async function directReadBytes(store: StoreProcess): Promise<number> {
+/**
+ * Bytes all data ranks' chunk ports have served (reads) or taken (writes), by the ranks' last
+ * reports, from rank 0's /metrics.
+ */
+async function directBytes(store: StoreProcess, kind: 'read' | 'write'): Promise<number> {
   const res = await fetch(`${store.statusUrl()}metrics`);
   const parsed = parseExposition(await res.text());
   return parsed.samples
-    .filter((s) => s.name === 'memflow_rank_direct_read_bytes_total')
-    .reduce((n, s) => n + s.value, 0);
-}
-
-/** Bytes all data ranks took as direct writes, by their last reports, from rank 0's /metrics. */
-async function directWriteBytes(store: StoreProcess): Promise<number> {
-  const res = await fetch(`${store.statusUrl()}metrics`);
-  const parsed = parseExposition(await res.text());
-  return parsed.samples
-    .filter((s) => s.name === 'memflow_rank_direct_write_bytes_total')
+    .filter((s) => s.name === `memflow_rank_direct_${kind}_bytes_total`)
     .reduce((n, s) => n + s.value, 0);
 }
 
@@ -223,7 +217,7 @@ describe('direct reads (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', () 
     // And the data ranks' own counters, which their heartbeats carry to /metrics, show the bytes.
     await waitUntil(
       "the data ranks' direct-read counters to show the retrieve's bytes",
-      async () => (await directReadBytes(store)) >= size - getChunks * CHUNK,
+      async () => (await directBytes(store, 'read')) >= size - getChunks * CHUNK,
       10_000,
     );
   });
@@ -419,7 +413,7 @@ describe('direct writes (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', ()
     // Every copy: the data ranks' heartbeats carry their counters to rank 0.
     await waitUntil(
       "the data ranks' direct-write counters to show both copies of every chunk",
-      async () => (await directWriteBytes(store)) === 2 * size,
+      async () => (await directBytes(store, 'write')) === 2 * size,
       10_000,
     );
     await retrieve(store, 'up.bin', sha);

@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import { pack } from 'msgpackr';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   DIRECT_READ_MIN_CHUNK_BYTES,
   DIRECT_READS_PER_CLIENT,
@@ -19,28 +19,19 @@ import {
   type StatusResult,
 } from '../../src/protocol/client-protocol.js';
 import { chunkChecksum } from '../../src/store/checksum.js';
-import { content, ProtocolError, StoreWorld, type SimClient } from './store-world.js';
+import {
+  content,
+  ProtocolError,
+  settle,
+  type SimClient,
+  StoreWorld,
+  worldPerTest,
+} from './store-world.js';
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const CHUNK = DIRECT_READ_MIN_CHUNK_BYTES;
 
-let world: StoreWorld | undefined;
-afterEach(async () => {
-  await world?.stop();
-  world = undefined;
-});
-
-async function start(options: ConstructorParameters<typeof StoreWorld>[0]): Promise<StoreWorld> {
-  world = new StoreWorld(options);
-  await world.start();
-  return world;
-}
-
-/** Lets simulated time run until `promise` settles (at most 60 s of it), then returns it. */
-async function settle<T>(w: StoreWorld, promise: Promise<T>): Promise<T> {
-  expect(await w.runUntil(promise, 60_000), 'settled within 60 s of simulated time').toBe(true);
-  return promise;
-}
+const start = worldPerTest();
 
 type Begin = { readId: string; metadata: FileMetadata; direct?: DirectSources };
 

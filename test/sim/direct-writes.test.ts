@@ -10,7 +10,7 @@
  * copies are looked up in the data ranks' memory stores.
  */
 import { createHash } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   DIRECT_WRITE_MIN_CHUNK_BYTES,
   type FileMetadata,
@@ -18,28 +18,19 @@ import {
   type StatusResult,
 } from '../../src/protocol/client-protocol.js';
 import { chunkChecksum } from '../../src/store/checksum.js';
-import { content, ProtocolError, StoreWorld, type SimClient } from './store-world.js';
+import {
+  content,
+  ProtocolError,
+  settle,
+  type SimClient,
+  StoreWorld,
+  worldPerTest,
+} from './store-world.js';
 
 const CHUNK = DIRECT_WRITE_MIN_CHUNK_BYTES;
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-let world: StoreWorld | undefined;
-afterEach(async () => {
-  await world?.stop();
-  world = undefined;
-});
-
-async function start(options: ConstructorParameters<typeof StoreWorld>[0]): Promise<StoreWorld> {
-  world = new StoreWorld(options);
-  await world.start();
-  return world;
-}
-
-/** Lets simulated time run until `promise` settles (at most 60 s of it), then returns it. */
-async function settle<T>(w: StoreWorld, promise: Promise<T>): Promise<T> {
-  expect(await w.runUntil(promise, 60_000), 'settled within 60 s of simulated time').toBe(true);
-  return promise;
-}
+const start = worldPerTest();
 
 /** The error code a request is answered with (it must fail). */
 async function refusal(w: StoreWorld, promise: Promise<unknown>): Promise<ProtocolError> {

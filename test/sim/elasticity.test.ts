@@ -7,27 +7,17 @@
  * memory network; simulated time advanced with elapse(); outcomes read through the protocol.
  */
 import { createHash } from 'node:crypto';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type {
   FileMetadata,
   RebalanceResult,
   StatusResult,
 } from '../../src/protocol/client-protocol.js';
 import { REBALANCE_BAND } from '../../src/rank/rebalance.js';
-import { content, StoreWorld, type SimClient } from './store-world.js';
+import { content, type SimClient, StoreWorld, worldPerTest } from './store-world.js';
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-let world: StoreWorld | undefined;
-afterEach(async () => {
-  await world?.stop();
-  world = undefined;
-});
-
-async function start(options: ConstructorParameters<typeof StoreWorld>[0]): Promise<StoreWorld> {
-  world = new StoreWorld(options);
-  await world.start();
-  return world;
-}
+const start = worldPerTest();
 
 async function call<T>(
   w: StoreWorld,

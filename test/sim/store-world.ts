@@ -6,6 +6,7 @@
  * ManualClock the test advances.
  */
 import { pack, unpack } from 'msgpackr';
+import { afterEach, expect } from 'vitest';
 import { Communicator } from '../../src/comm/communicator.js';
 import { MemoryNetwork } from '../../src/comm/memory-transport.js';
 import type {
@@ -463,4 +464,27 @@ export function content(length: number, seed = 1): Buffer {
     buf[i] = x & 0xff;
   }
   return buf;
+}
+
+/**
+ * Starts the StoreWorld a test asks for, and stops it after that test, also when the test fails.
+ * Call once at the top of a test file; each test then calls the function it returns.
+ */
+export function worldPerTest(): (options: StoreWorldOptions) => Promise<StoreWorld> {
+  let world: StoreWorld | undefined;
+  afterEach(async () => {
+    await world?.stop();
+    world = undefined;
+  });
+  return async (options) => {
+    world = new StoreWorld(options);
+    await world.start();
+    return world;
+  };
+}
+
+/** Lets simulated time run until `promise` settles (at most 60 s of it), then returns it. */
+export async function settle<T>(w: StoreWorld, promise: Promise<T>): Promise<T> {
+  expect(await w.runUntil(promise, 60_000), 'settled within 60 s of simulated time').toBe(true);
+  return promise;
 }
