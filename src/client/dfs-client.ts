@@ -248,6 +248,7 @@ export class DfsClient {
                 (await this.request(body, { ...(payload && { payload }), signal })).fields,
               uploadId,
               this.address.host,
+              Math.max(1, Math.floor(window / 2)),
             )
           : undefined;
       try {

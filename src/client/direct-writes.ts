@@ -10,6 +10,7 @@
  * this client cannot reach sends every later chunk through rank 0.
  */
 import type { PutChunk, PutPlace, PutPlaceResult } from '../protocol/client-protocol.js';
+import { Semaphore } from '../runtime/semaphore.js';
 import { isPortEndpoint, reachableFrom, type ChunkPorts } from './chunk-ports.js';
 
 /** Sends one request to rank 0 (DfsClient's), resolving with the reply's fields. */
@@ -21,13 +22,23 @@ export type AskRank0 = (
 export class DirectUpload {
   /** Set once a placement named a port this client cannot reach: no more direct tries. */
   private unreachable = false;
+  /**
+   * Chunks sent with their bytes through rank 0 at once. Rank 0 bounds a client's chunk requests
+   * that carry bytes (2 × its window for uploads through it); a direct upload's window is that
+   * whole budget, so if every chunk fell back at once, a download or another upload by the same
+   * client would be refused STORE_BUSY. Bounded to an upload's share through rank 0, they are not.
+   */
+  private readonly viaRank0: Semaphore;
 
   constructor(
     private readonly ports: ChunkPorts,
     private readonly ask: AskRank0,
     private readonly uploadId: string,
     private readonly serverHost: string,
-  ) {}
+    maxViaRank0: number,
+  ) {
+    this.viaRank0 = new Semaphore(maxViaRank0);
+  }
 
   /** Stores chunk `index`; rejects only as a put-chunk through rank 0 would. */
   async send(
@@ -44,7 +55,7 @@ export class DirectUpload {
         // The bytes through rank 0 below: it keeps the copies that arrived and writes the rest.
       }
     }
-    await this.ask({ op: 'put-chunk', uploadId, index, checksum }, data);
+    await this.viaRank0.with(() => this.ask({ op: 'put-chunk', uploadId, index, checksum }, data));
   }
 
   /** True once the copies are written and rank 0 has confirmed them; false to use rank 0. */

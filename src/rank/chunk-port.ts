@@ -21,7 +21,7 @@ import { pack } from 'msgpackr';
 import { DIRECT_READS_PER_CLIENT, type ChunkWrite } from '../protocol/client-protocol.js';
 import { StoreError, toWireError } from '../store/errors.js';
 import type { ClientChannel } from './client-channel.js';
-import { Semaphore } from './semaphore.js';
+import { Semaphore } from '../runtime/semaphore.js';
 import { decodeChunkPortRequest } from './validate.js';
 
 export interface ChunkPortOptions {

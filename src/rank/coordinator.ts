@@ -632,7 +632,8 @@ export class Coordinator {
     });
     // Large chunks may skip rank 0 (put-place); small ones are cheaper batched through it. A
     // direct chunk waits for more round trips, so it gets a deeper window: rank 0 holds none of
-    // its bytes, and if the short path fails, the window still fits the chunk budget.
+    // its bytes. A client sends at most half of it through rank 0 at once (DirectUpload), which
+    // keeps the chunks that fall back within the same budget as an upload through rank 0.
     const direct = !records && chunkSizeBytes >= DIRECT_WRITE_MIN_CHUNK_BYTES && chunkCount >= 2;
     return {
       uploadId: id,

@@ -30,7 +30,7 @@ import {
 } from './messages.js';
 import { ChunkPort } from './chunk-port.js';
 import type { ClientChannel } from './client-channel.js';
-import { Semaphore } from './semaphore.js';
+import { Semaphore } from '../runtime/semaphore.js';
 import { WriteGrants } from './write-grants.js';
 import { SCRUB_BUSY_WINDOW_MS, scrubPauseMs } from './scrub-pace.js';
 

@@ -13,7 +13,7 @@ import type { ChunkRecord, FileIndex, FileVersion, IndexRecord } from '../store/
 import { placeChunk } from '../store/placement.js';
 import type { Cluster } from './cluster.js';
 import type { DataClient } from './data-client.js';
-import { Semaphore } from './semaphore.js';
+import { Semaphore } from '../runtime/semaphore.js';
 
 export interface RepairHost {
   readonly index: FileIndex;

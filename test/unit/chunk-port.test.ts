@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { DIRECT_READS_PER_CLIENT } from '../../src/protocol/client-protocol.js';
 import type { ClientChannel } from '../../src/rank/client-channel.js';
 import { ChunkPort } from '../../src/rank/chunk-port.js';
-import { Semaphore } from '../../src/rank/semaphore.js';
+import { Semaphore } from '../../src/runtime/semaphore.js';
 import { StoreError } from '../../src/store/errors.js';
 
 const MiB = 1024 * 1024;

@@ -47,6 +47,7 @@ function fakes(options: {
     },
     'u1',
     options.serverHost ?? '127.0.0.1',
+    2,
   );
   return { upload, calls, writes };
 }
@@ -113,6 +114,7 @@ describe("a direct upload's chunk", () => {
             }),
       'u1',
       '127.0.0.1',
+      2,
     );
     await expect(failing.send(0, 'sum', data)).rejects.toMatchObject({ code: 'STORE_CONFLICT' });
     await expect(upload.send(0, 'sum', data)).resolves.toBeUndefined();
@@ -122,5 +124,40 @@ describe("a direct upload's chunk", () => {
     const { upload: stopped, calls } = fakes({});
     await stopped.send(0, 'sum', data, aborted.signal).catch(() => undefined);
     expect(calls.filter((c) => c.op === 'put-place')).toEqual([]);
+  });
+
+  it('chunks that fall back go through rank 0 at most maxViaRank0 at a time, so they stay within its budget for this client', async () => {
+    const release: Array<() => void> = [];
+    let inFlight = 0;
+    let most = 0;
+    const upload = new DirectUpload(
+      { write: () => Promise.reject(new ChunkPortError(true, 'gone')) } as unknown as ChunkPorts,
+      (body, payload) => {
+        if (!payload)
+          return Promise.resolve({
+            chunkId: `u1.${body.index}`,
+            copies: [{ rank: 1, endpoint: 'tcp://127.0.0.1:1' }],
+          });
+        inFlight++;
+        most = Math.max(most, inFlight);
+        return new Promise((resolve) =>
+          release.push(() => {
+            inFlight--;
+            resolve({});
+          }),
+        );
+      },
+      'u1',
+      '127.0.0.1',
+      2,
+    );
+    const sends = [0, 1, 2, 3, 4, 5].map((i) => upload.send(i, 'sum', data));
+    // Each round lets the waiting sends start, then answers those in flight.
+    for (let round = 0; round < 20; round++) {
+      for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+      release.splice(0).forEach((go) => go());
+    }
+    await Promise.all(sends);
+    expect(most).toBe(2);
   });
 });
