@@ -54,8 +54,8 @@ const MAX_REPORTED = 1024;
 
 export class ChunkPort {
   /**
-   * Reads per client (hex id) not yet answered, counted until the reply has gone out, so that
-   * one client cannot make the rank read or hold unbounded data.
+   * Requests per client (hex id) not yet answered, reads and writes, counted until the reply has
+   * gone out, so that one client cannot make the rank read or hold unbounded data.
    */
   private readonly outstanding = new Map<string, number>();
   private bytesHeld = 0;
@@ -92,7 +92,7 @@ export class ChunkPort {
       );
       return this.send(client, { id, ok: false, error: toWireError(busy) });
     }
-    this.outstanding.set(key, count + 1);
+    const done = this.hold(key);
     let held = 0;
     try {
       let bytes: Uint8Array;
@@ -108,9 +108,7 @@ export class ChunkPort {
       await this.send(client, { id, ok: true }, bytes);
     } finally {
       this.bytesHeld -= held;
-      const left = (this.outstanding.get(key) ?? 1) - 1;
-      if (left > 0) this.outstanding.set(key, left);
-      else this.outstanding.delete(key);
+      done();
     }
   }
 
@@ -138,17 +136,25 @@ export class ChunkPort {
         { limit: DIRECT_READS_PER_CLIENT },
       );
     if (refusal) return this.send(client, { id, ok: false, error: toWireError(refusal) });
-    this.outstanding.set(key, count + 1);
+    const done = this.hold(key);
     try {
       await this.options.write!(request.chunkId, request.checksum, bytes!);
       await this.send(client, { id, ok: true });
     } catch (err) {
       await this.send(client, { id, ok: false, error: toWireError(err) });
     } finally {
+      done();
+    }
+  }
+
+  /** Counts a request of client `key` as outstanding until the function returned is called. */
+  private hold(key: string): () => void {
+    this.outstanding.set(key, (this.outstanding.get(key) ?? 0) + 1);
+    return () => {
       const left = (this.outstanding.get(key) ?? 1) - 1;
       if (left > 0) this.outstanding.set(key, left);
       else this.outstanding.delete(key);
-    }
+    };
   }
 
   /** Resolves once the reply has gone out or could not (the client went away: nothing to tell). */

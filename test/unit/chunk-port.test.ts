@@ -4,8 +4,9 @@
  * out (a client that asks and never takes its replies is stopped at 32), the bytes waiting to go
  * out are capped for all clients together (however many connections they open), and a corrupt
  * copy is reported to rank 0 once, an unknown id never, and reads never take all the rank's
- * request slots from rank 0. Method: the port over a fake channel
- * whose sends of chunk bytes stay pending until the test lets them go, and a fake store.
+ * request slots from rank 0; a write of a placed copy is answered once stored and counts against
+ * the same per-client bound. Method: the port over a fake channel whose sends of chunk bytes stay
+ * pending until the test lets them go, and a fake store.
  */
 import { pack, unpack } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
@@ -49,6 +50,11 @@ class FakeChannel implements ClientChannel {
     this.handler?.(Buffer.from([client]), [pack({ op: 'chunk-read', id, chunkId })]);
   }
 
+  write(client: number, id: number, chunkId: string, bytes?: Buffer): void {
+    const head = pack({ op: 'chunk-write', id, chunkId, checksum: 'sum' });
+    this.handler?.(Buffer.from([client]), bytes ? [head, bytes] : [head]);
+  }
+
   busy(): Sent[] {
     return this.sent.filter((s) => s.reply.error?.code === 'STORE_BUSY');
   }
@@ -57,6 +63,7 @@ class FakeChannel implements ClientChannel {
 function port(
   chunkBytes: number,
   get?: (id: string) => Promise<Uint8Array>,
+  write?: (chunkId: string, checksum: string, bytes: Uint8Array) => Promise<void>,
 ): { channel: FakeChannel; reported: string[]; slots: Semaphore } {
   const channel = new FakeChannel();
   const reported: string[] = [];
@@ -66,6 +73,7 @@ function port(
     slots,
     readSlots: 12,
     onBadCopy: (id) => reported.push(id),
+    ...(write && { write }),
   });
   return { channel, reported, slots };
 }
@@ -156,5 +164,42 @@ describe('a chunk port', () => {
       await settle();
     }
     expect(channel.sent.filter((s) => s.reply.ok)).toHaveLength(20);
+  });
+
+  it("takes a client's write of a placed copy and answers once it is stored; refuses one without bytes, and writes count against the same per-client bound as reads", async () => {
+    const stored: string[] = [];
+    const finishing: Array<() => void> = [];
+    const { channel } = port(1024, undefined, (chunkId, checksum, bytes) => {
+      stored.push(`${chunkId} ${checksum} ${bytes.length}`);
+      return new Promise((resolve) => finishing.push(resolve));
+    });
+    channel.write(1, 1, 'u1.0', Buffer.alloc(100));
+    channel.write(1, 2, 'u1.1');
+    await settle();
+    expect(stored).toEqual(['u1.0 sum 100']);
+    expect(channel.sent.map((s) => [s.reply.id, s.reply.error?.code])).toEqual([
+      [2, 'STORE_BAD_REQUEST'],
+    ]);
+    finishing.shift()!();
+    await settle();
+    expect(channel.sent.at(-1)!.reply).toMatchObject({ id: 1, ok: true });
+
+    // 32 reads waiting to go out, then a write: refused, as a 33rd read would be.
+    for (let id = 10; id < 10 + DIRECT_READS_PER_CLIENT; id++) channel.request(1, id, `c${id}`);
+    channel.write(1, 99, 'u1.2', Buffer.alloc(100));
+    await settle();
+    expect(channel.busy().map((s) => s.reply.id)).toEqual([99]);
+    expect(stored).toHaveLength(1);
+  });
+
+  it('refuses writes when the rank takes none', async () => {
+    const { channel } = port(1024);
+    channel.write(1, 1, 'u1.0', Buffer.alloc(100));
+    await settle();
+    expect(channel.sent[0]!.reply).toMatchObject({
+      id: 1,
+      ok: false,
+      error: { code: 'STORE_BAD_REQUEST' },
+    });
   });
 });
