@@ -73,10 +73,17 @@ export class DirectUpload {
       this.unreachable = true;
       return false;
     }
-    await Promise.all(
+    // The confirmation goes with the writes: rank 0 answers it once every data rank placed has
+    // its copy, or as soon as one cannot (a rank it declares dead answers nothing here until this
+    // client's own deadline). A write that fails sends the bytes through rank 0 at once.
+    const writes = Promise.all(
       place.copies.map((c) => this.ports.write(c.endpoint, place.chunkId, checksum, data, signal)),
     );
-    await this.ask({ op: 'put-chunk', uploadId, index, checksum });
+    const confirmed = this.ask({ op: 'put-chunk', uploadId, index, checksum });
+    // The race's loser may still fail; that outcome is not wanted.
+    writes.catch(() => undefined);
+    confirmed.catch(() => undefined);
+    await Promise.race([writes.then(() => confirmed), confirmed]);
     return true;
   }
 }

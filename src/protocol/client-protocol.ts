@@ -56,8 +56,9 @@ export interface PutBegin {
 }
 /**
  * Frame 1 holds the chunk's bytes; `checksum` is chunkChecksum(bytes). Chunks may arrive in any
- * order. Without frame 1 it says that the copies put-place asked for were written directly: rank
- * 0 answers once the data ranks have confirmed them, or with an error (then send the bytes).
+ * order. Without frame 1 it says that the copies put-place asked for are being written directly
+ * (it may be sent with the writes): rank 0 answers once the data ranks have confirmed them all,
+ * or with an error as soon as one cannot (then send the bytes).
  */
 export interface PutChunk {
   op: 'put-chunk';

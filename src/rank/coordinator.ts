@@ -110,8 +110,9 @@ interface Upload {
   chunkCount: number;
   chunks: Map<number, ChunkRecord>;
   /**
-   * Chunks placed for direct writes (put-place) and not yet taken over by a put-chunk. Their
-   * copies are abortUpload's to take back; once a put-chunk takes one, they are that request's.
+   * Chunks placed for direct writes (put-place) and not yet stored. Whoever takes a placement out
+   * of this map owns its copies: a confirmation that finds them all there, a put-chunk with the
+   * bytes, or abortUpload, which deletes them.
    */
   placements: Map<number, Placement>;
   lastActiveMs: number;
@@ -871,27 +872,27 @@ export class Coordinator {
   }
 
   /**
-   * put-chunk without bytes: the client says it wrote the placed copies. The chunk is stored once
-   * every data rank placed confirms its copy; else the copies that did arrive are kept for the
-   * bytes the client then sends (STORE_UNAVAILABLE tells it to).
+   * put-chunk without bytes: the client has sent the placed copies (a client may send this with
+   * its writes, not after them). Answered once every data rank placed has confirmed its copy, or
+   * as soon as one cannot (declared dead, refused, its grant ended): the copies that did arrive
+   * stay with the placement for the bytes the client then sends (STORE_UNAVAILABLE says so).
    */
   private async confirmPlaced(upload: Upload, index: number, placement: Placement): Promise<void> {
-    upload.placements.delete(index);
     const stored = await placement.settled;
-    if (upload.closed) {
-      if (stored.length > 0)
-        void this.deleteCopies([
-          { id: placement.id, sizeBytes: placement.sizeBytes, ranks: stored },
-        ]);
-      throw new StoreError('STORE_CONFLICT', `upload of "${upload.name}" was aborted`);
-    }
-    if (stored.length < this.effectiveReplicas()) {
-      upload.placements.set(index, { ...placement, settled: Promise.resolve(stored) });
+    // Taken meanwhile by the chunk's bytes (the client fell back) or by an abort: theirs now.
+    if (upload.placements.get(index) !== placement)
+      throw new StoreError(
+        'STORE_CONFLICT',
+        upload.closed
+          ? `upload of "${upload.name}" was aborted`
+          : `chunk ${index} of "${upload.name}" was sent through rank 0 instead`,
+      );
+    if (stored.length < this.effectiveReplicas())
       throw new StoreError(
         'STORE_UNAVAILABLE',
         `${stored.length} of the copies of chunk ${index} placed for direct writes arrived; send its bytes`,
       );
-    }
+    upload.placements.delete(index);
     const { id, sizeBytes, checksum } = placement;
     upload.chunks.set(index, { index, id, sizeBytes, checksum, ranks: stored });
   }

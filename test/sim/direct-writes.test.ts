@@ -292,6 +292,38 @@ describe('direct writes', () => {
     expect((await settle(w, c.download('fallback.bin'))).equals(data)).toBe(true);
   });
 
+  it('a confirmation sent with the writes, then the bytes (one write failed): the bytes store the chunk, the confirmation is refused, and no copy is left over', async () => {
+    const w = await start({ dataRanks: 3, chunkSizeBytes: CHUNK });
+    const c = w.client();
+    const data = content(2 * CHUNK, 21);
+    const up = await begin(w, c, 'both.bin', data);
+    const p = await up.place(0);
+    await up.write(0, p.copies[0]!, p.chunkId);
+    // The confirmation waits for the second copy; the client gives up on it and sends the bytes.
+    const confirmation = up.confirm(0).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await up.confirm(0, true);
+    const refused = (await settle(w, confirmation)) as ProtocolError;
+    expect(refused).toBeInstanceOf(ProtocolError);
+    expect(refused.wire.code).toBe('STORE_CONFLICT');
+    expect(refused.wire.message).toMatch(/sent through rank 0 instead/);
+    await up.confirm(1, true);
+    const meta = await up.commit();
+    const ranks = meta.chunks[0]!.copies.map((x) => x.rank).sort();
+    expect(ranks).toContain(p.copies[0]!.rank);
+    // Exactly the committed copies exist, nothing more.
+    expect(allCopies(w)).toEqual(
+      meta.chunks
+        .flatMap((ch) =>
+          ch.copies.map((x) => `${x.rank}:${p.chunkId.replace(/\.0$/, `.${ch.index}`)}`),
+        )
+        .sort(),
+    );
+    expect((await settle(w, c.download('both.bin'))).equals(data)).toBe(true);
+  });
+
   it('an upload aborted after some copies were written directly and others only placed leaves no copy anywhere', async () => {
     const w = await start({ dataRanks: 3, chunkSizeBytes: CHUNK });
     const c = w.client();

@@ -13,24 +13,35 @@ import { DfsError } from '../../src/client/errors.js';
 
 type Call = { op: string; index?: number; bytes: boolean };
 
+/**
+ * DirectUpload over a fake rank 0 and fake chunk ports. The fake rank 0 answers a confirmation as
+ * the real one does: once every write of that chunk has landed, or with STORE_UNAVAILABLE as soon
+ * as one has failed. `bytes` answers the put-chunks that carry bytes (default: ok).
+ */
 function fakes(options: {
   place?: (index: number) => Record<string, unknown> | Error;
-  write?: (endpoint: string) => Error | undefined;
+  /** A write's outcome: an error, 'silent' (never answered: a stopped rank), or ok. */
+  write?: (endpoint: string) => Error | 'silent' | undefined;
   confirm?: (index: number) => Error | undefined;
+  bytes?: (index: number) => Promise<Record<string, unknown>>;
   serverHost?: string;
 }): { upload: DirectUpload; calls: Call[]; writes: string[] } {
   const calls: Call[] = [];
   const writes: string[] = [];
+  const landed = new Map<string, Array<Promise<void>>>();
   const ports = {
     write: (endpoint: string, chunkId: string) => {
       writes.push(`${endpoint} ${chunkId}`);
       const err = options.write?.(endpoint);
-      return err ? Promise.reject(err) : Promise.resolve();
+      if (err === 'silent') return new Promise<void>(() => undefined);
+      const outcome = err ? Promise.reject(err) : Promise.resolve();
+      landed.set(chunkId, [...(landed.get(chunkId) ?? []), outcome]);
+      return outcome;
     },
   } as unknown as ChunkPorts;
   const upload = new DirectUpload(
     ports,
-    (body, payload) => {
+    async (body, payload) => {
       calls.push({ op: body.op, index: body.index, bytes: payload !== undefined });
       if (body.op === 'put-place') {
         const answer = options.place?.(body.index) ?? {
@@ -40,10 +51,16 @@ function fakes(options: {
             { rank: 2, endpoint: 'tcp://127.0.0.1:5002' },
           ],
         };
-        return answer instanceof Error ? Promise.reject(answer) : Promise.resolve(answer);
+        if (answer instanceof Error) throw answer;
+        return answer;
       }
-      const err = payload === undefined ? options.confirm?.(body.index) : undefined;
-      return err ? Promise.reject(err) : Promise.resolve({});
+      if (payload) return options.bytes ? options.bytes(body.index) : {};
+      const err = options.confirm?.(body.index);
+      if (err) throw err;
+      const outcomes = await Promise.allSettled(landed.get(`u1.${body.index}`) ?? []);
+      if (outcomes.some((o) => o.status === 'rejected'))
+        throw new DfsError('STORE_UNAVAILABLE', 'a copy did not arrive; send its bytes');
+      return {};
     },
     'u1',
     options.serverHost ?? '127.0.0.1',
@@ -63,6 +80,19 @@ describe("a direct upload's chunk", () => {
       { op: 'put-chunk', index: 0, bytes: false },
     ]);
     expect(writes).toEqual(['tcp://127.0.0.1:5001 u1.0', 'tcp://127.0.0.1:5002 u1.0']);
+  });
+
+  it('a copy whose rank never answers (stopped): its bytes go through rank 0 as soon as rank 0 refuses the confirmation, not after the write’s own deadline', async () => {
+    const { upload, calls } = fakes({
+      write: (endpoint) => (endpoint.endsWith(':5002') ? 'silent' : undefined),
+      confirm: () => new DfsError('STORE_UNAVAILABLE', 'rank 2 was declared dead'),
+    });
+    await upload.send(0, 'sum', data);
+    expect(calls).toEqual([
+      { op: 'put-place', index: 0, bytes: false },
+      { op: 'put-chunk', index: 0, bytes: false },
+      { op: 'put-chunk', index: 0, bytes: true },
+    ]);
   });
 
   it('already stored (a retried put-place): nothing is written or sent', async () => {
@@ -102,21 +132,12 @@ describe("a direct upload's chunk", () => {
   });
 
   it('a failure of the bytes through rank 0 is the upload’s error; an interrupted upload tries nothing', async () => {
-    const { upload } = fakes({ write: () => new ChunkPortError(true, 'gone') });
-    const failing = new DirectUpload(
-      { write: () => Promise.reject(new ChunkPortError(true, 'gone')) } as unknown as ChunkPorts,
-      (body, payload) =>
-        payload
-          ? Promise.reject(new DfsError('STORE_CONFLICT', 'upload aborted'))
-          : Promise.resolve({
-              chunkId: 'u1.0',
-              copies: [{ rank: 1, endpoint: 'tcp://127.0.0.1:1' }],
-            }),
-      'u1',
-      '127.0.0.1',
-      2,
-    );
+    const { upload: failing } = fakes({
+      write: () => new ChunkPortError(true, 'gone'),
+      bytes: () => Promise.reject(new DfsError('STORE_CONFLICT', 'upload aborted')),
+    });
     await expect(failing.send(0, 'sum', data)).rejects.toMatchObject({ code: 'STORE_CONFLICT' });
+    const { upload } = fakes({ write: () => new ChunkPortError(true, 'gone') });
     await expect(upload.send(0, 'sum', data)).resolves.toBeUndefined();
 
     const aborted = new AbortController();
@@ -130,14 +151,9 @@ describe("a direct upload's chunk", () => {
     const release: Array<() => void> = [];
     let inFlight = 0;
     let most = 0;
-    const upload = new DirectUpload(
-      { write: () => Promise.reject(new ChunkPortError(true, 'gone')) } as unknown as ChunkPorts,
-      (body, payload) => {
-        if (!payload)
-          return Promise.resolve({
-            chunkId: `u1.${body.index}`,
-            copies: [{ rank: 1, endpoint: 'tcp://127.0.0.1:1' }],
-          });
+    const { upload } = fakes({
+      write: () => new ChunkPortError(true, 'gone'),
+      bytes: () => {
         inFlight++;
         most = Math.max(most, inFlight);
         return new Promise((resolve) =>
@@ -147,10 +163,7 @@ describe("a direct upload's chunk", () => {
           }),
         );
       },
-      'u1',
-      '127.0.0.1',
-      2,
-    );
+    });
     const sends = [0, 1, 2, 3, 4, 5].map((i) => upload.send(i, 'sum', data));
     // Each round lets the waiting sends start, then answers those in flight.
     for (let round = 0; round < 20; round++) {
