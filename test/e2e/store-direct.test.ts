@@ -2,7 +2,8 @@
  * Direct reads and writes on a real store. Goal: an upload of a file of large chunks stores every
  * copy straight from dfs-client to the data ranks (what an operator sees: the data ranks' direct
  * write counters grow by every copy's bytes, and rank 0 placed each chunk once), and the file
- * reads back whole.
+ * reads back whole; a data rank stopped (SIGSTOP) in the middle of an upload does not make it
+ * fail, and the file reads back before and after the rank is continued.
  *
  * For reads: a retrieve of a file of large chunks gets the right bytes
  * with rank 0 no longer relaying them (what an operator sees: rank 0 served at most a chunk per
@@ -418,4 +419,39 @@ describe('direct writes (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', ()
     );
     await retrieve(store, 'up.bin', sha);
   });
+
+  it('a data rank stopped (SIGSTOP) in the middle of a 200 MiB upload: the upload succeeds and reads back; continued, the rank rejoins', async () => {
+    const store = await startStore(FAST);
+    const work = makeTempDir('direct-work');
+    const src = path.join(work, 'big.src');
+    const sha = await writePseudoRandomFile(src, 200 * MiB, 'stopped-upload');
+    const baseline = store.dataRankBytes();
+    const args = [src, '-a', '--as', 'big.bin', '--server', store.server];
+    const run = startDfs(args, { timeoutMs: 65_000 });
+    await waitUntil(
+      'the upload to be under way (16 MiB of copies on the data ranks)',
+      () => store.dataRankBytes() > baseline + 16 * MiB || run.child.exitCode !== null,
+      30_000,
+      5,
+    );
+    expect(run.child.exitCode, 'the upload was still running at the stop').toBeNull();
+    const pid = store.rankPid(2);
+    stoppedPids.add(pid);
+    const mark = store.stderr.length;
+    signal(pid, 'SIGSTOP');
+    const stoppedAt = performance.now();
+
+    const result = await run.result;
+    expect(result.code, describeRun(args, result)).toBe(0);
+    console.log(
+      `SIGSTOP mid-upload: done ${Math.round(performance.now() - stoppedAt)} ms after the stop`,
+    );
+    await waitLine(store, /^rank 2 is dead \(/, mark);
+    await retrieve(store, 'big.bin', sha);
+    const resumed = store.stderr.length;
+    signal(pid, 'SIGCONT');
+    stoppedPids.delete(pid);
+    await waitLine(store, /^rank 2 is alive \(/, resumed);
+    await retrieve(store, 'big.bin', sha);
+  }, 120_000);
 });
