@@ -21,7 +21,12 @@ import net from 'node:net';
 import { pack, unpack } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChunkPortError, ChunkPorts } from '../../src/client/chunk-ports.js';
-import { DirectDownload, directSourcesOf } from '../../src/client/direct-reads.js';
+import {
+  DIRECT_READ_HEDGE_MS,
+  DirectDownload,
+  directSourcesOf,
+} from '../../src/client/direct-reads.js';
+import { ManualClock } from '../../src/runtime/clock.js';
 import { ServiceSocket } from '../../src/comm/zmq-service.js';
 import type { DirectSources, FileMetadata } from '../../src/protocol/client-protocol.js';
 
@@ -75,12 +80,12 @@ interface ReadCall {
 
 /**
  * Stands in for ChunkPorts: records every read. With `answer` it settles each read as that
- * returns (a Buffer: resolves; an Error: rejects); without, reads stay outstanding until the test
- * settles them.
+ * returns (a Buffer: resolves; an Error: rejects; undefined: never); without, reads stay
+ * outstanding until the test settles them.
  */
 class FakeReader {
   readonly calls: ReadCall[] = [];
-  constructor(private readonly answer?: (call: ReadCall) => Buffer | Error) {}
+  constructor(private readonly answer?: (call: ReadCall) => Buffer | Error | undefined) {}
 
   read(endpoint: string, chunkId: string, signal?: AbortSignal): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
@@ -123,6 +128,8 @@ function download(
   options: {
     ranks?: number[];
     now?: () => number;
+    /** The clock whose timers start the hedges (default: one the test never moves). */
+    clock?: ManualClock;
     /** verify throws for these (index, data) */
     badCopy?: (index: number, data: Buffer) => boolean;
   } = {},
@@ -142,6 +149,8 @@ function download(
       if (options.badCopy?.(index, data)) throw new Error(`chunk ${index} fails its checksum`);
     },
     options.now ?? (() => 0),
+    (ms, fn) => (options.clock ?? new ManualClock()).setTimer(ms, fn),
+    DIRECT_READ_HEDGE_MS,
   );
   return { dl, viaRank0, verified };
 }
@@ -337,6 +346,59 @@ describe('DirectDownload: where each chunk is read', () => {
     await fetchInTurn(dl, range(3));
     expect(viaRank0).toEqual([0, 1, 2]);
     expect(reader.calls).toEqual([]);
+  });
+
+  it(`a read with no answer after ${DIRECT_READ_HEDGE_MS} ms (a stopped rank) is asked of rank 0 as well, whose answer is taken; that rank is passed over from then on`, async () => {
+    const clock = new ManualClock();
+    // Rank 1 never answers; rank 2 answers at once.
+    const reader = new FakeReader((c) => (c.rank === 1 ? undefined : directBytes(c.chunkId, 2)));
+    const { dl, viaRank0 } = download(onBoth(4), reader, { clock });
+    const first = dl.fetch(0); // index 0 goes to rank 1 (ties by index)
+    let got: string | undefined;
+    void first.then((b) => (got = b.toString()));
+    clock.advance(DIRECT_READ_HEDGE_MS - 1);
+    await settle();
+    expect([got, viaRank0]).toEqual([undefined, []]);
+    clock.advance(1);
+    await settle();
+    expect(got).toBe(rank0Bytes(0).toString());
+    expect(viaRank0).toEqual([0]);
+    // Later chunks, even those rank 1 would have served, come from rank 2.
+    expect(await fetchInTurn(dl, [1, 2, 3])).toEqual(
+      ['id-1', 'id-2', 'id-3'].map((id) => directBytes(id, 2).toString()),
+    );
+    expect(reader.ranks()).toEqual([1, 2, 2, 2]);
+  });
+
+  it('a slow read that answers before rank 0 is taken; one that answers within the hedge time asks nothing of rank 0', async () => {
+    const clock = new ManualClock();
+    const reader = new FakeReader();
+    const rank0: Array<(b: Buffer) => void> = [];
+    const dl = new DirectDownload(
+      reader as unknown as ChunkPorts,
+      metadataOf(onBoth(2)),
+      sourcesOf(2),
+      () => new Promise<Buffer>((resolve) => rank0.push(resolve)),
+      () => undefined,
+      () => 0,
+      (ms, fn) => clock.setTimer(ms, fn),
+      DIRECT_READ_HEDGE_MS,
+    );
+    const quick = dl.fetch(0);
+    await settle();
+    reader.calls[0]!.resolve(Buffer.from('quick'));
+    expect((await quick).toString()).toBe('quick');
+    clock.advance(DIRECT_READ_HEDGE_MS);
+    expect(rank0).toHaveLength(0);
+    expect(clock.pendingTimers()).toBe(0);
+
+    const slow = dl.fetch(1);
+    await settle();
+    clock.advance(DIRECT_READ_HEDGE_MS);
+    await settle();
+    expect(rank0).toHaveLength(1);
+    reader.calls[1]!.resolve(Buffer.from('direct, late'));
+    expect((await slow).toString()).toBe('direct, late');
   });
 });
 
