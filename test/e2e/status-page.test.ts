@@ -32,6 +32,7 @@ import {
   waitUntil,
 } from '../helpers/store-process.js';
 import { putFiles, withClient } from '../helpers/store-checks.js';
+import { httpGet } from '../helpers/http-get.js';
 import { parseExposition, sampleOf, type ParsedExposition } from '../helpers/prometheus-text.js';
 
 afterEach(async () => {
@@ -43,16 +44,16 @@ function statusUrl(store: StoreProcess): string {
 }
 
 async function getMetrics(base: string): Promise<ParsedExposition> {
-  const res = await fetch(`${base}metrics`);
+  const res = await httpGet(`${base}metrics`);
   expect(res.status).toBe(200);
-  expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
-  return parseExposition(await res.text());
+  expect(res.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
+  return parseExposition(res.text);
 }
 
 async function getSnapshot(base: string): Promise<StatusSnapshot> {
-  const res = await fetch(`${base}status.json`);
+  const res = await httpGet(`${base}status.json`);
   expect(res.status).toBe(200);
-  return (await res.json()) as StatusSnapshot;
+  return JSON.parse(res.text) as StatusSnapshot;
 }
 
 /** Where status, /status.json and /metrics disagree (empty: they agree). */

@@ -31,6 +31,7 @@ import { pack, unpack } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as zmq from 'zeromq';
 import type { DirectSources, FileMetadata } from '../../src/protocol/client-protocol.js';
+import { httpGet } from '../helpers/http-get.js';
 import { parseExposition } from '../helpers/prometheus-text.js';
 import { FAST, waitLine } from '../helpers/store-checks.js';
 import {
@@ -86,9 +87,9 @@ async function requestsAnswered(
   op: string,
   outcome?: string,
 ): Promise<number> {
-  const res = await fetch(`${store.statusUrl()}metrics`);
+  const res = await httpGet(`${store.statusUrl()}metrics`);
   expect(res.status).toBe(200);
-  const parsed = parseExposition(await res.text());
+  const parsed = parseExposition(res.text);
   return parsed.samples
     .filter(
       (s) =>
@@ -104,8 +105,8 @@ async function requestsAnswered(
  * reports, from rank 0's /metrics.
  */
 async function directBytes(store: StoreProcess, kind: 'read' | 'write'): Promise<number> {
-  const res = await fetch(`${store.statusUrl()}metrics`);
-  const parsed = parseExposition(await res.text());
+  const res = await httpGet(`${store.statusUrl()}metrics`);
+  const parsed = parseExposition(res.text);
   return parsed.samples
     .filter((s) => s.name === `memflow_rank_direct_${kind}_bytes_total`)
     .reduce((n, s) => n + s.value, 0);
