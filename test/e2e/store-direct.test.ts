@@ -72,6 +72,27 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
+/**
+ * SIGSTOP of data rank `rank` (continued in afterEach if the test does not). Returns when it
+ * stopped, and where rank 0's output stood then (to wait for the line declaring it dead).
+ */
+function stopRank(store: StoreProcess, rank: number): { stoppedAt: number; mark: number } {
+  const pid = store.rankPid(rank);
+  stoppedPids.add(pid);
+  const mark = store.stderr.length;
+  signal(pid, 'SIGSTOP');
+  return { stoppedAt: performance.now(), mark };
+}
+
+/** SIGCONT of a data rank stopped by stopRank; resolves once rank 0 says it is alive again. */
+async function continueRank(store: StoreProcess, rank: number): Promise<void> {
+  const pid = store.rankPid(rank);
+  const resumed = store.stderr.length;
+  signal(pid, 'SIGCONT');
+  stoppedPids.delete(pid);
+  await waitLine(store, new RegExp(`^rank ${rank} is alive \\(`), resumed);
+}
+
 /** A store of 1 MiB chunks with its status server (for /metrics) on a port the kernel picks. */
 function startStore(extraArgs: string[] = []): Promise<StoreProcess> {
   const options: StoreOptions = {
@@ -371,11 +392,7 @@ describe('direct reads (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', () 
       30_000,
     );
     expect(run.child.exitCode, 'the retrieve was still running at the stop').toBeNull();
-    const pid = store.rankPid(2);
-    stoppedPids.add(pid);
-    const mark = store.stderr.length;
-    signal(pid, 'SIGSTOP');
-    const stoppedAt = performance.now();
+    const { stoppedAt, mark } = stopRank(store, 2);
     stdout.resume();
 
     const result = await run.result;
@@ -391,10 +408,7 @@ describe('direct reads (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', () 
 
     // Continued, it rejoins; the file still reads back right.
     await waitLine(store, /^rank 2 is dead \(/, mark);
-    const resumed = store.stderr.length;
-    signal(pid, 'SIGCONT');
-    stoppedPids.delete(pid);
-    await waitLine(store, /^rank 2 is alive \(/, resumed);
+    await continueRank(store, 2);
     await retrieve(store, 'big.bin', sha);
   }, 120_000);
 });
@@ -436,11 +450,7 @@ describe('direct writes (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', ()
       5,
     );
     expect(run.child.exitCode, 'the upload was still running at the stop').toBeNull();
-    const pid = store.rankPid(2);
-    stoppedPids.add(pid);
-    const mark = store.stderr.length;
-    signal(pid, 'SIGSTOP');
-    const stoppedAt = performance.now();
+    const { stoppedAt, mark } = stopRank(store, 2);
 
     const result = await run.result;
     expect(result.code, describeRun(args, result)).toBe(0);
@@ -449,10 +459,7 @@ describe('direct writes (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', ()
     );
     await waitLine(store, /^rank 2 is dead \(/, mark);
     await retrieve(store, 'big.bin', sha);
-    const resumed = store.stderr.length;
-    signal(pid, 'SIGCONT');
-    stoppedPids.delete(pid);
-    await waitLine(store, /^rank 2 is alive \(/, resumed);
+    await continueRank(store, 2);
     await retrieve(store, 'big.bin', sha);
   }, 120_000);
 });
