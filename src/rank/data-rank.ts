@@ -74,8 +74,8 @@ export interface DataRankOptions {
   /** Tells the transport where a restarted or joined rank can now be reached. */
   onPeer?: (rank: number, endpoint: string) => void;
   /**
-   * The socket clients read large chunks from directly (chunk-port.ts), and the endpoint
-   * they reach it at, which every report carries to rank 0. Without one, reads go through rank 0.
+   * The socket clients read and write large chunks at directly (chunk-port.ts), and the endpoint
+   * they reach it at, which every report carries to rank 0. Without one, both go through rank 0.
    */
   chunkPort?: { channel: ClientChannel; endpoint: string };
   log?: (line: string) => void;

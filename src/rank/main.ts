@@ -91,8 +91,8 @@ export async function runStore(
     const hostCapacity = env.MEMFLOW_HOST_CAPACITY;
     const capacityBytes =
       options.capacityBytes ?? (hostCapacity ? parseSize(hostCapacity) : Infinity);
-    // Clients read large chunks here directly, on the address the rank's peers reach it at, on a
-    // port of the kernel's choosing that its reports tell rank 0.
+    // Clients read and write large chunks here directly, on the address the rank's peers reach it
+    // at, on a port of the kernel's choosing that its reports tell rank 0.
     const chunkPort = await ServiceSocket.bind(world.host, 0, {
       ...CHUNK_PORT_OPTIONS,
       maxMessageBytes: options.chunkSizeBytes + 64 * 1024,
