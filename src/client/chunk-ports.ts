@@ -38,7 +38,7 @@ interface Pending extends Waiting {
  */
 const LOST_PORT_RETRY_MS = 30_000;
 
-/** A client's connections to data ranks' chunk ports, one per endpoint, kept across downloads. */
+/** A client's connections to data ranks' chunk ports, one per endpoint, kept across transfers. */
 export class ChunkPorts {
   private readonly sockets = new Map<string, ClientSocket>();
   private readonly pending = new Map<number, Pending>();
