@@ -115,6 +115,8 @@ interface Upload {
    * bytes, or abortUpload, which deletes them.
    */
   placements: Map<number, Placement>;
+  /** put-begin offered direct writes (put-place) for this upload. */
+  direct: boolean;
   lastActiveMs: number;
   closed: boolean;
   records?: RecordsUpload;
@@ -149,6 +151,12 @@ interface Read {
 const MAX_WHOLE_IN_FLIGHT = 256;
 
 const versionKey = (f: FileVersion): string => `${f.name}\u0000${f.version}`;
+
+/** The size of chunk `index` of a plain (not records) upload: full chunks, then the rest. */
+const chunkSizeOf = (upload: Upload, index: number): number =>
+  Math.min(upload.chunkSizeBytes, upload.sizeBytes - index * upload.chunkSizeBytes);
+
+const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 export class Coordinator {
   readonly cluster = new Cluster();
@@ -617,6 +625,11 @@ export class Coordinator {
     );
     const fit = checkFit(usage, replicas, sizes);
     if (!fit.fits) throw noSpace(fit.neededBytes, fit.availableBytes);
+    // Large chunks may skip rank 0 (put-place); small ones are cheaper batched through it. A
+    // direct chunk waits for more round trips, so it gets a deeper window: rank 0 holds none of
+    // its bytes. A client sends at most half of it through rank 0 at once (DirectUpload), which
+    // keeps the chunks that fall back within the same budget as an upload through rank 0.
+    const direct = !records && chunkSizeBytes >= DIRECT_WRITE_MIN_CHUNK_BYTES && chunkCount >= 2;
     const id = `u${this.opts.randomId()}`;
     this.uploads.set(id, {
       id,
@@ -627,15 +640,11 @@ export class Coordinator {
       chunkCount,
       chunks: new Map(),
       placements: new Map(),
+      direct,
       lastActiveMs: this.clock.now(),
       closed: false,
       ...(records && { records: new RecordsUpload(records.idField, name, req.sizeBytes) }),
     });
-    // Large chunks may skip rank 0 (put-place); small ones are cheaper batched through it. A
-    // direct chunk waits for more round trips, so it gets a deeper window: rank 0 holds none of
-    // its bytes. A client sends at most half of it through rank 0 at once (DirectUpload), which
-    // keeps the chunks that fall back within the same budget as an upload through rank 0.
-    const direct = !records && chunkSizeBytes >= DIRECT_WRITE_MIN_CHUNK_BYTES && chunkCount >= 2;
     return {
       uploadId: id,
       chunkSizeBytes,
@@ -691,10 +700,7 @@ export class Coordinator {
           `chunk ${index} of records dataset "${upload.name}" has ${bytes?.length ?? 0} bytes, expected 1 to ${upload.chunkSizeBytes}`,
         );
     } else {
-      const expected = Math.min(
-        upload.chunkSizeBytes,
-        upload.sizeBytes - index * upload.chunkSizeBytes,
-      );
+      const expected = chunkSizeOf(upload, index);
       if (!bytes || bytes.length !== expected) {
         throw new StoreError(
           'STORE_BAD_REQUEST',
@@ -751,21 +757,11 @@ export class Coordinator {
       );
       results.forEach((res, i) => {
         const r = targets[i]!;
-        this.cluster.release(
-          r,
-          bytes.length,
-          res.status === 'fulfilled',
-          res.status === 'fulfilled' ? res.value.reply.reportSeq : undefined,
-        );
-        if (res.status === 'fulfilled') stored.push(r);
+        if (this.copyOutcome(r, bytes.length, res)) stored.push(r);
         else {
-          if (res.reason instanceof StoreError && res.reason.code === 'STORE_NO_SPACE')
-            this.cluster.markFull(r);
           refused.add(r);
           lastError = res.reason;
-          this.opts.log(
-            `rank ${r} could not store chunk ${id}: ${res.reason instanceof Error ? res.reason.message : String(res.reason)}`,
-          );
+          this.opts.log(`rank ${r} could not store chunk ${id}: ${messageOf(res.reason)}`);
         }
       });
     }
@@ -789,6 +785,23 @@ export class Coordinator {
     return stored;
   }
 
+  /**
+   * Settles the space reserved on `rank` for a copy once its request is answered (counted as
+   * stored, with the rank's reportSeq, or given back); a rank that said its disk is full gets no
+   * more. Returns whether the copy is stored.
+   */
+  private copyOutcome(
+    rank: number,
+    sizeBytes: number,
+    res: PromiseSettledResult<{ reply: { reportSeq?: number } }>,
+  ): res is PromiseFulfilledResult<{ reply: { reportSeq?: number } }> {
+    const ok = res.status === 'fulfilled';
+    this.cluster.release(rank, sizeBytes, ok, ok ? res.value.reply.reportSeq : undefined);
+    if (!ok && res.reason instanceof StoreError && res.reason.code === 'STORE_NO_SPACE')
+      this.cluster.markFull(rank);
+    return ok;
+  }
+
   private checkIndex(upload: Upload, index: number): void {
     if (index >= upload.chunkCount)
       throw new StoreError(
@@ -803,7 +816,7 @@ export class Coordinator {
    * Rank 0 counts a copy only when its data rank says it is durable, never on the client's word.
    */
   private putPlace(upload: Upload, index: number, checksum: string): PutPlaceResult {
-    if (upload.records || upload.chunkSizeBytes < DIRECT_WRITE_MIN_CHUNK_BYTES)
+    if (!upload.direct)
       throw new StoreError(
         'STORE_BAD_REQUEST',
         `put-place is only for uploads that put-begin offered direct writes`,
@@ -822,10 +835,7 @@ export class Coordinator {
         `more than ${this.directWindow()} chunks of "${upload.name}" placed and not yet confirmed`,
         { limit: this.directWindow() },
       );
-    const sizeBytes = Math.min(
-      upload.chunkSizeBytes,
-      upload.sizeBytes - index * upload.chunkSizeBytes,
-    );
+    const sizeBytes = chunkSizeOf(upload, index);
     const want = this.effectiveReplicas();
     const usage = this.cluster
       .usage()
@@ -850,18 +860,11 @@ export class Coordinator {
     const settled = Promise.allSettled(accepts).then((results) =>
       targets.filter((r, i) => {
         const res = results[i]!;
-        const ok = res.status === 'fulfilled';
-        this.cluster.release(r, sizeBytes, ok, ok ? res.value.reply.reportSeq : undefined);
-        if (!ok) {
-          const err: unknown = res.reason;
-          if (err instanceof StoreError && err.code === 'STORE_NO_SPACE') this.cluster.markFull(r);
-          // A revoked or unfulfilled placement is the client's change of path, not the rank's fault.
-          if (!(err instanceof StoreError && err.code === 'STORE_CONFLICT'))
-            this.opts.log(
-              `rank ${r} could not take chunk ${id} directly: ${err instanceof Error ? err.message : String(err)}`,
-            );
-        }
-        return ok;
+        if (this.copyOutcome(r, sizeBytes, res)) return true;
+        // A revoked or unfulfilled placement is the client's change of path, not the rank's fault.
+        if (!(res.reason instanceof StoreError && res.reason.code === 'STORE_CONFLICT'))
+          this.opts.log(`rank ${r} could not take chunk ${id} directly: ${messageOf(res.reason)}`);
+        return false;
       }),
     );
     upload.placements.set(index, { id, sizeBytes, checksum, waiting, settled });

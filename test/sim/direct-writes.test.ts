@@ -197,6 +197,11 @@ describe('direct writes', () => {
       c2.call<PutBeginResult>({ op: 'put-begin', name: 'one', sizeBytes: CHUNK }),
     );
     expect(one.reply.direct).toBeUndefined();
+    const onePlace = await refusal(
+      w,
+      c2.call({ op: 'put-place', uploadId: one.reply.uploadId, index: 0, checksum: 'x' }),
+    );
+    expect(onePlace.wire.code).toBe('STORE_BAD_REQUEST');
     const two = await settle(
       w,
       c2.call<PutBeginResult>({ op: 'put-begin', name: 'two', sizeBytes: CHUNK + 1 }),
