@@ -33,7 +33,7 @@ import * as zmq from 'zeromq';
 import type { DirectSources, FileMetadata } from '../../src/protocol/client-protocol.js';
 import { httpGet } from '../helpers/http-get.js';
 import { parseExposition } from '../helpers/prometheus-text.js';
-import { FAST, waitLine } from '../helpers/store-checks.js';
+import { FAST, uploadUnderWay, waitLine } from '../helpers/store-checks.js';
 import {
   KiB,
   MiB,
@@ -440,16 +440,10 @@ describe('direct writes (a real store: rank 0 + 3 data ranks, 1 MiB chunks)', ()
     const work = makeTempDir('direct-work');
     const src = path.join(work, 'big.src');
     const sha = await writePseudoRandomFile(src, 200 * MiB, 'stopped-upload');
-    const baseline = store.dataRankBytes();
-    const args = [src, '-a', '--as', 'big.bin', '--server', store.server];
-    const run = startDfs(args, { timeoutMs: 65_000 });
-    await waitUntil(
-      'the upload to be under way (16 MiB of copies on the data ranks)',
-      () => store.dataRankBytes() > baseline + 16 * MiB || run.child.exitCode !== null,
-      30_000,
-      5,
-    );
-    expect(run.child.exitCode, 'the upload was still running at the stop').toBeNull();
+    const { args, run } = await uploadUnderWay(store, src, 'big.bin', 16 * MiB, {
+      timeoutMs: 65_000,
+      waitMs: 30_000,
+    });
     const { stoppedAt, mark } = stopRank(store, 2);
 
     const result = await run.result;

@@ -51,6 +51,7 @@ import {
   expectRefusedForSpace,
   putFiles,
   rank0Lines,
+  uploadUnderWay,
   waitLine,
   waitReplicated,
   withClient,
@@ -211,17 +212,12 @@ describe('a data rank killed (kill -9)', () => {
     ]);
     const big = path.join(work, 'big.src');
     const bigSha = await writePseudoRandomFile(big, BIG, 'big-upload');
-    const baseline = store.dataRankBytes();
 
     const mark = store.stderr.length;
-    const args = [big, '-a', '--as', 'big.bin', '--server', store.server];
-    const upload = startDfs(args, { timeoutMs: 120_000 });
-    await waitUntil(
-      'the upload to be under way (48 MiB more on the data ranks)',
-      () => store.dataRankBytes() > baseline + 48 * MiB || upload.child.exitCode !== null,
-      60_000,
-    );
-    expect(upload.child.exitCode, 'the upload was still running at the kill').toBeNull();
+    const { args, run: upload } = await uploadUnderWay(store, big, 'big.bin', 48 * MiB, {
+      timeoutMs: 120_000,
+      waitMs: 60_000,
+    });
     store.killRank(2);
     const result = await upload.result;
     if (result.code === 0) {

@@ -15,9 +15,11 @@ import {
   describeRun,
   dfs,
   liveVolumeChunksUnder,
+  startDfs,
   waitUntil,
   writePseudoRandomFile,
   type DfsResult,
+  type DfsRun,
   type StoreProcess,
 } from './store-process.js';
 
@@ -229,6 +231,31 @@ export async function expectDiskMatchesIndex(store: StoreProcess, files: Files):
     Object.fromEntries([...m].map(([rank, list]) => [rank, list.length]));
   expect(count(actual()), 'copies on disk per rank').toEqual(count(expected));
   expect(actual(), 'checksums on disk per rank').toEqual(expected);
+}
+
+/**
+ * Starts `dfs-client SRC -a --as NAME` and resolves once `minBytes` more are on the data ranks'
+ * disks, with the upload still running (asserted): "in the middle of an upload" observed, not
+ * guessed after a sleep. Returns the run and its arguments.
+ */
+export async function uploadUnderWay(
+  store: StoreProcess,
+  src: string,
+  name: string,
+  minBytes: number,
+  options: { timeoutMs: number; waitMs: number },
+): Promise<{ args: string[]; run: DfsRun }> {
+  const baseline = store.dataRankBytes();
+  const args = [src, '-a', '--as', name, '--server', store.server];
+  const run = startDfs(args, { timeoutMs: options.timeoutMs });
+  await waitUntil(
+    `the upload to be under way (${minBytes / (1024 * 1024)} MiB more on the data ranks)`,
+    () => store.dataRankBytes() > baseline + minBytes || run.child.exitCode !== null,
+    options.waitMs,
+    5,
+  );
+  expect(run.child.exitCode, 'the upload was still running').toBeNull();
+  return { args, run };
 }
 
 // ---- the command line ------------------------------------------------------------------------
