@@ -40,7 +40,7 @@ export interface ChunkPortOptions {
    * rank's slots itself: these are rank 0's copies, so not bound by `readSlots`). Without it,
    * writes are refused and clients send their chunks through rank 0.
    */
-  write?(chunkId: string, checksum: string, bytes: Uint8Array): Promise<void>;
+  write?: (chunkId: string, checksum: string, bytes: Uint8Array) => Promise<void>;
 }
 
 /**
@@ -119,26 +119,27 @@ export class ChunkPort {
     request: ChunkWrite,
     bytes: Buffer | undefined,
   ): Promise<void> {
+    const refuse = (err: StoreError): Promise<void> =>
+      this.send(client, { id, ok: false, error: toWireError(err) });
+    const write = this.options.write;
+    if (!write)
+      return refuse(new StoreError('STORE_BAD_REQUEST', 'this data rank takes no direct writes'));
+    if (bytes === undefined)
+      return refuse(
+        new StoreError('STORE_BAD_REQUEST', `chunk-write of ${request.chunkId} carries no bytes`),
+      );
     const key = client.toString('hex');
-    const count = this.outstanding.get(key) ?? 0;
-    let refusal: StoreError | undefined;
-    if (!this.options.write)
-      refusal = new StoreError('STORE_BAD_REQUEST', 'this data rank takes no direct writes');
-    else if (bytes === undefined)
-      refusal = new StoreError(
-        'STORE_BAD_REQUEST',
-        `chunk-write of ${request.chunkId} carries no bytes`,
+    if ((this.outstanding.get(key) ?? 0) >= DIRECT_READS_PER_CLIENT)
+      return refuse(
+        new StoreError(
+          'STORE_BUSY',
+          `more than ${DIRECT_READS_PER_CLIENT} requests outstanding at this data rank`,
+          { limit: DIRECT_READS_PER_CLIENT },
+        ),
       );
-    else if (count >= DIRECT_READS_PER_CLIENT)
-      refusal = new StoreError(
-        'STORE_BUSY',
-        `more than ${DIRECT_READS_PER_CLIENT} requests outstanding at this data rank`,
-        { limit: DIRECT_READS_PER_CLIENT },
-      );
-    if (refusal) return this.send(client, { id, ok: false, error: toWireError(refusal) });
     const done = this.hold(key);
     try {
-      await this.options.write!(request.chunkId, request.checksum, bytes!);
+      await write(request.chunkId, request.checksum, bytes);
       await this.send(client, { id, ok: true });
     } catch (err) {
       await this.send(client, { id, ok: false, error: toWireError(err) });
