@@ -43,7 +43,7 @@ interface Waiting {
 
 export class WriteGrants {
   private readonly grants = new Map<string, Grant>();
-  private readonly waiting = new Map<string, Waiting[]>();
+  private readonly waiting = new Map<string, Set<Waiting>>();
   private waitingCount = 0;
   private served = { count: 0, bytes: 0 };
 
@@ -76,7 +76,7 @@ export class WriteGrants {
         reject,
       };
       this.grants.set(chunkId, grant);
-      for (const w of this.waiting.get(chunkId) ?? []) w.arrived();
+      for (const w of [...(this.waiting.get(chunkId) ?? [])]) w.arrived();
     });
   }
 
@@ -120,9 +120,8 @@ export class WriteGrants {
         new StoreError('STORE_BUSY', 'too many writes here are waiting for rank 0 to place them'),
       );
     return new Promise<Grant>((resolve, reject) => {
-      const list = this.waiting.get(chunkId) ?? [];
-      this.waiting.set(chunkId, list);
-      this.waitingCount++;
+      const waiters = this.waiting.get(chunkId) ?? new Set<Waiting>();
+      this.waiting.set(chunkId, waiters);
       const entry: Waiting = {
         arrived: () => {
           leave();
@@ -138,14 +137,15 @@ export class WriteGrants {
           );
         }),
       };
+      // Once only, whichever comes first: the grant or the deadline.
       const leave = (): void => {
+        if (!waiters.delete(entry)) return;
         entry.cancelTimer();
         this.waitingCount--;
-        const rest = list.filter((w) => w !== entry);
-        if (rest.length > 0) this.waiting.set(chunkId, rest);
-        else this.waiting.delete(chunkId);
+        if (waiters.size === 0) this.waiting.delete(chunkId);
       };
-      list.push(entry);
+      waiters.add(entry);
+      this.waitingCount++;
     });
   }
 

@@ -100,6 +100,33 @@ describe('write grants', () => {
     expect(clock.pendingTimers()).toBe(0);
   });
 
+  it('writes of one chunk that wait at different times each leave once: a later one still gets the grant, and the bound counts only those waiting', async () => {
+    const { clock, g, puts } = grants();
+    const first = track(g.write('x', 'sum', bytes(8)));
+    clock.advance(1_000);
+    const second = track(g.write('x', 'sum', bytes(8)));
+    clock.advance(4_000); // the first's 5 s are up
+    await flush();
+    const third = track(g.write('x', 'sum', bytes(8)));
+    clock.advance(1_000); // the second's
+    await flush();
+    expect([first.state, second.state, third.state]).toEqual([
+      'STORE_CONFLICT',
+      'STORE_CONFLICT',
+      'pending',
+    ]);
+    const accept = track(g.accept('x', 8, 'sum', 20_000));
+    await flush();
+    expect(puts).toHaveLength(1);
+    puts[0]!.finish();
+    await flush();
+    expect([third.state, accept.state]).toEqual(['ok', 'ok']);
+    // Nothing waits now: the bound of 2 admits two more.
+    const more = [track(g.write('a', 's', bytes(1))), track(g.write('b', 's', bytes(1)))];
+    await flush();
+    expect(more.map((w) => w.state)).toEqual(['pending', 'pending']);
+  });
+
   it('writes waiting for grants are bounded: past the bound they are refused at once (STORE_BUSY)', async () => {
     const { g } = grants();
     const waiting = [track(g.write('a', 's', bytes(1))), track(g.write('b', 's', bytes(1)))];
