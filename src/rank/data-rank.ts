@@ -302,7 +302,7 @@ export class DataRank {
   }
 
   private async serve(
-    req: DataRequest,
+    req: Exclude<DataRequest, { op: 'accept' | 'revoke' }>,
     bytes: Uint8Array | undefined,
   ): Promise<{ reply: DataReply; payload: Uint8Array[] }> {
     try {
@@ -313,9 +313,6 @@ export class DataRank {
           await this.putCopy(req.chunkId, bytes, req.checksum);
           // Read at once: no report can be made between the store counting the chunk and here.
           return { reply: { reqId: req.reqId, ok: true, reportSeq: this.reportSeq }, payload: [] };
-        case 'accept':
-        case 'revoke':
-          return { ...(await this.serveGrant(req)), payload: [] };
         case 'get':
           return {
             reply: { reqId: req.reqId, ok: true },
